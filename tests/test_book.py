@@ -1,0 +1,57 @@
+"""The book: table of contents in step with the files, notebooks in the committed form, every
+notebook executed in QUICK mode, and the Jupyter Book build passing with -W."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import ROOT
+from rar_lite import build_book
+
+NOTEBOOKS = build_book.toc_notebooks(ROOT)
+
+
+def test_toc_entries_exist() -> None:
+    for doc in build_book.toc_files(ROOT / "_toc.yml"):
+        assert (ROOT / f"{doc}.md").exists() or (ROOT / f"{doc}.ipynb").exists(), doc
+
+
+def test_every_notebook_is_in_the_toc() -> None:
+    on_disk = sorted(p.relative_to(ROOT) for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert on_disk == sorted(NOTEBOOKS)
+    assert NOTEBOOKS == sorted(NOTEBOOKS)  # reading order is chapter order
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=str)
+def test_notebook_form(notebook: Path) -> None:
+    nb = nbformat.read(ROOT / notebook, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "commit stripped"
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and params[0] is code[0], "first code cell is the parameters cell"
+    for name in ("SEED", "QUICK"):
+        assert f"{name} =" in params[0].source
+    assert nb.cells[0].cell_type == "markdown" and "You will learn" in nb.cells[0].source
+
+
+@pytest.fixture(scope="module")
+def staged_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    book = tmp_path_factory.mktemp("book") / "book"
+    build_book.stage(ROOT, book)
+    return book
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=str)
+def test_notebook_runs_in_quick_mode(staged_book: Path, notebook: Path) -> None:
+    build_book.execute(staged_book / notebook, quick=True)
+    nb = nbformat.read(staged_book / notebook, as_version=4)
+    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.notebooks
+def test_book_builds_without_warnings(staged_book: Path) -> None:
+    html = build_book.build_html(staged_book)  # -W: any warning fails (CalledProcessError)
+    for doc in build_book.toc_files(staged_book / "_toc.yml"):
+        assert (html / f"{doc}.html").exists(), doc
