@@ -4,6 +4,10 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rar-lite-installed
+# Chapter 2 and the INSPIRED tests read the real INSPIRED split from here when it exists (the
+# development copy sits beside the checkout); set RAR_LITE_INSPIRED_DIR to use another copy.
+RAR_LITE_INSPIRED_DIR ?= $(abspath $(wildcard ../shared/data/inspired))
+export RAR_LITE_INSPIRED_DIR
 
 .PHONY: book test install notebooks html unit clean
 

@@ -45,6 +45,7 @@ _YEAR_PAREN = re.compile(r"^(?P<title>.*?)\s*[(\[](?P<year>(?:18|19|20)\d\d)(?:\
 _YEAR_TRAILING = re.compile(r"^(?P<title>.+?)[\s,]+(?P<year>(?:19|20)\d\d)$")
 _DESCRIPTION = re.compile(r"\s+(?:[-–—]|:)\s+.*$")
 _TRAILING_PUNCT = re.compile(r"[\s.,;:!?]+$")
+_DIGITS = re.compile(r"\d+")
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,11 @@ def parse_name(text: str) -> list[tuple[str, int | None]]:
     return [reading for reading in dict.fromkeys(cleaned) if reading[0]]
 
 
+def _numbers(key: str) -> list[str]:
+    """The numbers in a key, in order (sequel numbers, years in titles)."""
+    return _DIGITS.findall(key)
+
+
 class TitleMatcher:
     """Name -> corpus item resolver over every title and alternate title of a corpus.
 
@@ -107,6 +113,7 @@ class TitleMatcher:
         self._ids = corpus["item_id"].to_numpy()
         self._titles = corpus["title"].astype(str).to_numpy()
         self._years = corpus["year"].astype("float64").to_numpy()  # NaN where unknown
+        self._position = {int(i): p for p, i in enumerate(self._ids)}
         self._fame = (corpus["imdb_votes"].astype("float64").fillna(0).to_numpy()
                       + VOTES_PER_RATING * corpus["n_ratings"].to_numpy())
         self._by_key: dict[str, list[int]] = defaultdict(list)  # key -> row positions
@@ -130,8 +137,11 @@ class TitleMatcher:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def resolve(self, text: object) -> Match | None:
-        """The corpus item `text` names, or None (empty, not a string, too long, or unknown)."""
+    def resolve(self, text: object, fuzzy: bool = True) -> Match | None:
+        """The corpus item `text` names, or None (empty, not a string, too long, or unknown).
+
+        `fuzzy=False` turns the typo fallback off (for canonical names, e.g. a dataset's).
+        """
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_NAME_CHARS:
             return None
         parsed = parse_name(text)
@@ -141,14 +151,16 @@ class TitleMatcher:
             best = self._choose(positions, year)
             if best is not None:
                 return self._match(best, year, 100.0, "exact")
+        if not fuzzy:
+            return None
         for (keys, year), (title, _) in zip(readings, parsed):
             for key in dict.fromkeys([*keys, normalize.normalize_title(title, True)]):
                 if len(key) < FUZZY_MIN_CHARS:
                     continue
                 found = process.extractOne(key, self._length_window(len(key)),
                                            scorer=fuzz.ratio, score_cutoff=FUZZY_CUTOFF)
-                if found is None:
-                    continue
+                if found is None or _numbers(found[0]) != _numbers(key):
+                    continue  # "Jeepers Creepers 3" is not a typo of "Jeepers Creepers 2"
                 best = self._choose(set(self._fuzzy_index[found[0]]), year)
                 if best is not None:
                     return self._match(best, year, float(found[1]), "fuzzy")
@@ -158,6 +170,10 @@ class TitleMatcher:
         """`resolve` for each text, with an optional progress bar."""
         texts = list(texts)
         return [self.resolve(t) for t in tqdm(texts, disable=not progress, desc="resolving")]
+
+    def fame(self, item_id: int) -> float:
+        """How well known an item is: IMDb votes + VOTES_PER_RATING x MovieLens ratings."""
+        return float(self._fame[self._position[item_id]])
 
     def is_ambiguous(self, title: str) -> bool:
         """Whether several corpus items share `title`'s main key (a year is then needed)."""

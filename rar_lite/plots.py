@@ -40,3 +40,19 @@ def plot_long_tail(n_ratings: pd.Series, ax: plt.Axes | None = None) -> plt.Axes
     ax.text(0.55, 0.85, f"top 10% of movies get {share:.0%} of ratings",
             transform=ax.transAxes)
     return ax
+
+
+def plot_narrowing(narrowing: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
+    """Candidates left open per test conversation: by the history alone vs. by the words."""
+    ax = ax or plt.subplots(figsize=(8, 3.5))[1]
+    long = pd.DataFrame({
+        "items left open": np.concatenate([narrowing["by_history"], narrowing["by_words"]]),
+        "what is known": ["history only"] * len(narrowing) + ["history + stated slots"]
+        * len(narrowing),
+    })
+    long["items left open"] = long["items left open"].clip(lower=1)  # log scale: 0 shown as 1
+    sns.histplot(data=long, x="items left open", hue="what is known", log_scale=True,
+                 bins=40, ax=ax)
+    ax.set(xlabel="catalogue items consistent with what the seeker said (log scale)",
+           ylabel="test conversations", title="How much the seeker's words narrow the search")
+    return ax

@@ -1,0 +1,286 @@
+"""Real conversational recommendation datasets in the format of He et al. (CIKM 2023).
+
+ReDial, INSPIRED and Reddit-Movie are published as a directory with
+
+- `test.jsonl`: one line per recommendation turn: `context` (utterances), `input` (the dialogue as
+  "System: ..."/"User: ..." lines), `rec` (ground-truth entity ids), `prev_entity` (entity ids
+  mentioned before), `dialog_id`, `turn_id`, ...;
+- `entity2id.json`: entity name -> id; names are DBpedia URIs
+  (`<http://dbpedia.org/resource/Water_(1985_film)>`, with or without a year hint) or, for
+  Reddit-Movie, "Title (Year)";
+- `item_ids.json`: the ids that are movies.
+
+`load_cikm(directory, corpus)` turns every line into a `Conversation` and maps the dataset's movies
+onto the corpus with `rar_lite.matching`; movies the corpus lacks are added to it as new items
+carrying what the dataset knows (title, year when given) — RAR's point is that new items become
+recommendable through retrieval. Bad input raises `ConversationFormatError` naming the file, the
+line and the problem, or, with `skip_bad_lines=True`, is skipped and counted in the report.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pandas as pd
+
+from rar_lite.conversations import Conversation, ConversationFormatError, Turn, read_lines
+from rar_lite.corpus import render_item
+from rar_lite.matching import TitleMatcher
+
+FILES = ("test.jsonl", "entity2id.json", "item_ids.json")
+#: A name without a year is matched only to a movie at least this well known (IMDb votes, a
+#: MovieLens rating counting as `matching.VOTES_PER_RATING` votes): "Upgrade (film)" (2018) must
+#: not become a 17-vote short called "The Upgrade" (2000).
+MIN_FAME_WITHOUT_YEAR = 500.0
+_DBPEDIA = re.compile(r"^<?https?://dbpedia\.org/resource/(?P<tail>[^>]+)>?$")
+_DISAMBIGUATION = re.compile(r"\s*\((?P<inside>[^()]*)\)\s*$")
+_YEAR = re.compile(r"\b(?P<year>(?:18|19|20)\d\d)\b")
+_SPEAKER_LINE = re.compile(r"^(User|System|Seeker|Recommender):\s?(.*)$")
+
+
+def parse_entity_name(name: str) -> tuple[str, int | None]:
+    """(title, year or None) of an entity name in any of the three formats.
+
+    >>> parse_entity_name("<http://dbpedia.org/resource/Water_(1985_film)>")
+    ('Water', 1985)
+    >>> parse_entity_name("<http://dbpedia.org/resource/Hoffa_(film)>")
+    ('Hoffa', None)
+    >>> parse_entity_name("Heat (1995)")
+    ('Heat', 1995)
+    """
+    match = _DBPEDIA.match(name.strip())
+    text = unquote(match.group("tail")).replace("_", " ") if match else name.strip()
+    paren = _DISAMBIGUATION.search(text)
+    year = None
+    if paren:
+        inside = paren.group("inside")
+        found = _YEAR.search(inside)
+        # "(1985 film)", "(2019)", "(film)", "(American TV series)": a disambiguator, not a title
+        if found or match:
+            year = int(found.group("year")) if found else None
+            text = text[: paren.start()]
+    return " ".join(text.split()), year
+
+
+@dataclass
+class MappingReport:
+    """How a dataset's movies and lines were mapped onto the corpus."""
+
+    dataset: str
+    lines: int = 0
+    conversations: int = 0
+    skipped_lines: int = 0
+    skipped_reasons: list[str] = field(default_factory=list)
+    movies: int = 0
+    matched_with_year: int = 0
+    matched_title_only: int = 0
+    added: int = 0
+    rejected_obscure: int = 0  # title-only matches refused: the corpus' movie is too obscure
+    recommendation_turns: int = 0  # turns with a target not mentioned before
+
+    @property
+    def matched(self) -> int:
+        return self.matched_with_year + self.matched_title_only
+
+    def as_frame(self) -> pd.DataFrame:
+        """Two-column table for display."""
+        rows = [("dataset", self.dataset), ("lines read", self.lines),
+                ("conversations", self.conversations), ("lines skipped", self.skipped_lines),
+                ("movies in the dataset", self.movies),
+                ("matched to the corpus (title + year)", self.matched_with_year),
+                ("matched to the corpus (title only: no year in the name)",
+                 self.matched_title_only),
+                ("title-only matches refused as too obscure (added instead)",
+                 self.rejected_obscure),
+                ("added to the corpus as new items", self.added),
+                ("turns whose target was not mentioned before", self.recommendation_turns)]
+        return pd.DataFrame(rows, columns=["figure", "value"])
+
+
+@dataclass
+class CikmDataset:
+    """A loaded dataset: its conversations, the corpus extended with its new movies, and the
+    entity id -> corpus item id map of its movies."""
+
+    name: str
+    conversations: list[Conversation]
+    corpus: pd.DataFrame
+    entity_to_item: dict[int, int]
+    entity_names: dict[int, str]
+    report: MappingReport
+
+
+def _read_json(path: Path) -> object:
+    try:
+        lines = read_lines(path)
+        return json.loads("\n".join(lines))
+    except FileNotFoundError as error:
+        raise ConversationFormatError(f"{path}: file not found") from error
+    except json.JSONDecodeError as error:
+        raise ConversationFormatError(
+            f"{path}, line {error.lineno}: malformed JSON ({error.msg})") from error
+
+
+def _turns(record: dict) -> list[Turn]:
+    """The dialogue so far, from `input` when it carries speakers, else from `context`."""
+    turns = []
+    text = record.get("input")
+    if isinstance(text, str) and _SPEAKER_LINE.search(text.strip().split("\n")[0] or ""):
+        current: list[str] | None = None
+        speaker = ""
+        for line in text.strip("\n").split("\n"):
+            match = _SPEAKER_LINE.match(line)
+            if match:
+                if current is not None and " ".join(current).strip():
+                    turns.append(Turn(speaker, " ".join(current).strip()))
+                speaker = "seeker" if match.group(1) in ("User", "Seeker") else "recommender"
+                current = [match.group(2)]
+            elif current is not None:
+                current.append(line)
+        if current is not None and " ".join(current).strip():
+            turns.append(Turn(speaker, " ".join(current).strip()))
+        return turns
+    context = record["context"]
+    if not isinstance(context, list):
+        raise ValueError("field 'context' must be a list of utterances")
+    utterances = [str(u) for u in context]
+    # the recommender answers next, so the last utterance is the seeker's; speakers alternate
+    for k, utterance in enumerate(utterances):
+        if utterance.strip():
+            back = len(utterances) - 1 - k
+            turns.append(Turn("seeker" if back % 2 == 0 else "recommender", utterance.strip()))
+    return turns
+
+
+def _movie_rows(entity_ids: list[int], names: dict[int, str], corpus: pd.DataFrame,
+                matcher: TitleMatcher, dataset: str,
+                report: MappingReport) -> tuple[dict[int, int], pd.DataFrame]:
+    """Resolve each movie entity; unresolved ones become new corpus rows."""
+    mapping: dict[int, int] = {}
+    new_rows = []
+    next_id = int(corpus["item_id"].max()) + 1
+    for entity in sorted(entity_ids):
+        title, year = parse_entity_name(names[entity])
+        found = matcher.resolve(f"{title} ({year})" if year else title, fuzzy=False) \
+            if title else None
+        if found is not None and not year and matcher.fame(found.item_id) < MIN_FAME_WITHOUT_YEAR:
+            report.rejected_obscure += 1
+            found = None
+        if found is not None:
+            mapping[entity] = found.item_id
+            if year:
+                report.matched_with_year += 1
+            else:
+                report.matched_title_only += 1
+            continue
+        row = {"item_id": next_id, "title": title or names[entity],
+               "catalogue_title": names[entity], "alt_titles": [],
+               "year": year if year else pd.NA, "genres": [], "runtime_min": pd.NA,
+               "imdb_rating": np.nan, "imdb_votes": pd.NA, "mpaa": None, "budget": np.nan,
+               "movielens_id": pd.NA, "imdb_row": pd.NA, "n_ratings": 0, "sources": dataset,
+               "link_method": None}
+        row["text"] = render_item(row)
+        new_rows.append(row)
+        mapping[entity] = next_id
+        next_id += 1
+        report.added += 1
+    if not new_rows:
+        return mapping, corpus
+    added = pd.DataFrame(new_rows, columns=corpus.columns).astype(corpus.dtypes.to_dict())
+    return mapping, pd.concat([corpus, added], ignore_index=True)
+
+
+def load_cikm(directory: Path | str, corpus: pd.DataFrame, matcher: TitleMatcher | None = None,
+              name: str | None = None, skip_bad_lines: bool = False) -> CikmDataset:
+    """Load a ReDial / INSPIRED / Reddit-Movie directory (see the module docstring).
+
+    `skip_bad_lines` skips malformed lines (counted, with reasons, in the report) instead of
+    raising. Nothing half-loaded is returned: either the whole dataset or an error.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: not a directory (expected {', '.join(FILES)})")
+    name = name or directory.name.lower()
+    entity2id = _read_json(directory / "entity2id.json")
+    if not isinstance(entity2id, dict):
+        raise ConversationFormatError(f"{directory / 'entity2id.json'}: expected a JSON object")
+    names = {int(v): str(k) for k, v in entity2id.items()}
+    item_ids = _read_json(directory / "item_ids.json")
+    if not isinstance(item_ids, list):
+        raise ConversationFormatError(f"{directory / 'item_ids.json'}: expected a JSON list")
+    movies = {int(i) for i in item_ids}
+    unknown = sorted(movies - names.keys())
+    if unknown:
+        raise ConversationFormatError(
+            f"{directory / 'item_ids.json'}: id {unknown[0]} is absent from entity2id.json")
+    report = MappingReport(dataset=name, movies=len(movies))
+    matcher = matcher or TitleMatcher(corpus)
+    mapping, extended = _movie_rows(sorted(movies), names, corpus, matcher, name, report)
+
+    path = directory / "test.jsonl"
+    try:
+        lines = read_lines(path)
+    except FileNotFoundError as error:
+        raise ConversationFormatError(f"{path}: file not found") from error
+    conversations = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        report.lines += 1
+        try:
+            conversations.append(_conversation(json.loads(line), number, names, movies, mapping,
+                                               name))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            problem = _describe(error)
+            if not skip_bad_lines:
+                raise ConversationFormatError(f"{path}, line {number}: {problem}") from error
+            report.skipped_lines += 1
+            report.skipped_reasons.append(f"line {number}: {problem}")
+    report.conversations = len(conversations)
+    report.recommendation_turns = sum(bool(c.meta["new_targets"]) for c in conversations)
+    return CikmDataset(name, conversations, extended, mapping, names, report)
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return f"malformed JSON ({error.msg} at column {error.colno})"
+    if isinstance(error, KeyError):
+        return f"missing field {error.args[0]!r}"
+    return str(error)
+
+
+def _conversation(record: dict, number: int, names: dict[int, str], movies: set[int],
+                  mapping: dict[int, int], dataset: str) -> Conversation:
+    if not isinstance(record, dict):
+        raise ValueError("a line must be a JSON object")
+    for key in ("rec", "prev_entity"):
+        if not isinstance(record[key], list):
+            raise ValueError(f"field {key!r} must be a list of entity ids")
+    for entity in [*record["rec"], *record["prev_entity"]]:
+        if int(entity) not in names:
+            raise ValueError(f"entity id {entity} is absent from entity2id.json")
+    rec = [int(e) for e in record["rec"]]
+    if not rec:
+        raise ValueError("field 'rec' is empty: no target to evaluate")
+    not_movies = [e for e in rec if e not in movies]
+    if not_movies:
+        raise ValueError(f"rec id {not_movies[0]} is not a movie (absent from item_ids.json)")
+    turns = _turns(record)
+    if not turns:
+        raise ValueError("empty dialogue: no utterance in 'input' or 'context'")
+    history = list(dict.fromkeys(mapping[int(e)] for e in record["prev_entity"]
+                                 if int(e) in movies))
+    targets = list(dict.fromkeys(mapping[e] for e in rec))
+    dialog = str(record.get("dialog_id", f"line{number}"))
+    turn_id = str(record.get("turn_id", number))
+    return Conversation(
+        conversation_id=f"{dataset}-{dialog}-{turn_id}", turns=tuple(turns),
+        history=tuple(history), targets=tuple(targets), source=dataset,
+        meta={"line": number, "dialog_id": dialog, "turn_id": turn_id, "rec_entities": rec,
+              "new_targets": [t for t in targets if t not in history]},
+    )

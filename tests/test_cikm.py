@@ -1,0 +1,156 @@
+"""The CIKM-2023-format loader on small fixture directories (all three name formats and the
+bad-input cases), plus an integration test on the real INSPIRED data."""
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rar_lite import cikm
+from rar_lite.conversations import ConversationFormatError
+
+DBPEDIA = "<http://dbpedia.org/resource/{}>"
+
+
+def _line(context: list[str], rec: list[int], prev: list[int], turn: int = 0) -> dict:
+    text = "".join(f"\n{'User' if (len(context) - 1 - k) % 2 == 0 else 'System'}: {u}"
+                   for k, u in enumerate(context) if u)
+    return {"context": context, "resp": "...", "rec": rec, "entity": rec, "prev_entity": prev,
+            "dialog_id": "d0", "turn_id": f"t{turn}", "is_user": 0, "input": text + "\nSystem: "}
+
+
+def _write(directory: Path, names: dict[str, int], movies: list[int], lines: list) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "entity2id.json").write_text(json.dumps(names))
+    (directory / "item_ids.json").write_text(json.dumps(movies))
+    (directory / "test.jsonl").write_text(
+        "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return directory
+
+
+@pytest.fixture()
+def dbpedia_dir(tmp_path: Path) -> Path:
+    names = {DBPEDIA.format("Heat_(1995_film)"): 0, DBPEDIA.format("The_Usual_Suspects"): 1,
+             DBPEDIA.format("Titanic_(1953_film)"): 2, DBPEDIA.format("Knives_Out"): 3,
+             DBPEDIA.format("Drama"): 4, DBPEDIA.format("Upgrade_(film)"): 5}
+    lines = [
+        _line(["", "Hi! What do you like?", "I loved Heat and The Usual Suspects"], [3], [0, 1, 4]),
+        _line(["", "Hi!", "I liked Heat", "Great, and?", "Something British"], [2, 0], [0], 1),
+    ]
+    return _write(tmp_path / "redial", names, [0, 1, 2, 3, 5], lines)
+
+
+def test_dbpedia_names_map_and_new_items_are_added(dbpedia_dir: Path,
+                                                   corpus: pd.DataFrame, matcher) -> None:
+    data = cikm.load_cikm(dbpedia_dir, corpus, matcher)
+    titles = {e: data.corpus.at[i, "title"] for e, i in data.entity_to_item.items()}
+    years = {e: data.corpus.at[i, "year"] for e, i in data.entity_to_item.items()}
+    assert (titles[0], years[0]) == ("Heat", 1995)
+    assert (titles[1], years[1]) == ("The Usual Suspects", 1995)  # title only, well known
+    assert (titles[2], years[2]) == ("Titanic", 1953)  # the year hint picks the remake
+    assert data.corpus.at[data.entity_to_item[3], "sources"] == "redial"  # 2019: not in corpus
+    assert data.corpus.at[data.entity_to_item[5], "sources"] == "redial"  # obscure namesake refused
+    assert len(data.corpus) == len(corpus) + 2
+    assert data.corpus["item_id"].is_unique
+    assert data.corpus.iloc[-1]["text"] in ("Knives Out", "Upgrade")
+    report = data.report
+    assert (report.movies, report.matched_with_year, report.matched_title_only, report.added,
+            report.rejected_obscure) == (5, 2, 1, 2, 1)
+    first, second = data.conversations
+    assert first.history == (data.entity_to_item[0], data.entity_to_item[1])  # "Drama" dropped
+    assert first.targets == (data.entity_to_item[3],)
+    assert [t.speaker for t in first.turns] == ["recommender", "seeker"]
+    assert first.turns[-1].text == "I loved Heat and The Usual Suspects"
+    assert second.meta["new_targets"] == [data.entity_to_item[2]]  # Heat was mentioned before
+    assert report.recommendation_turns == 2
+
+
+def test_reddit_title_year_names(tmp_path: Path, corpus: pd.DataFrame, matcher) -> None:
+    names = {"Heat (1995)": 0, "Titanic (1953)": 1, "Titanic (1997)": 2}
+    lines = [_line(["I want a disaster movie like Heat"], [1, 2], [0])]
+    data = cikm.load_cikm(_write(tmp_path / "reddit_movie", names, [0, 1, 2], lines), corpus,
+                         matcher)
+    years = [data.corpus.at[data.entity_to_item[e], "year"] for e in (0, 1, 2)]
+    assert years == [1995, 1953, 1997]
+    assert data.report.added == 0 and data.report.matched_with_year == 3
+
+
+@pytest.mark.parametrize(("name", "parsed"), [
+    (DBPEDIA.format("Water_(1985_film)"), ("Water", 1985)),
+    (DBPEDIA.format("Hoffa_(film)"), ("Hoffa", None)),
+    (DBPEDIA.format("Emma_(1996_TV_film)"), ("Emma", 1996)),
+    (DBPEDIA.format("The_Office_(American_TV_series)"), ("The Office", None)),
+    (DBPEDIA.format("Monty_Python%27s_Life_of_Brian"), ("Monty Python's Life of Brian", None)),
+    (DBPEDIA.format("Crouching_Tiger,_Hidden_Dragon"), ("Crouching Tiger, Hidden Dragon", None)),
+    ("Heat (1995)", ("Heat", 1995)),
+    ("Seven (a.k.a. Se7en) (1995)", ("Seven (a.k.a. Se7en)", 1995)),
+])
+def test_parse_entity_name(name: str, parsed: tuple) -> None:
+    assert cikm.parse_entity_name(name) == parsed
+
+
+NAMES = {DBPEDIA.format("Heat_(1995_film)"): 0, DBPEDIA.format("Drama"): 1}
+GOOD = _line(["", "Hi", "I like Heat"], [0], [])
+
+
+@pytest.mark.parametrize(("bad_line", "message"), [
+    ('{"context": ["x"], "rec": [0', r"line 2: malformed JSON"),
+    ({k: v for k, v in GOOD.items() if k != "rec"}, r"line 2: missing field 'rec'"),
+    ({**GOOD, "rec": [99]}, r"line 2: entity id 99 is absent from entity2id"),
+    ({**GOOD, "rec": [1]}, r"line 2: rec id 1 is not a movie"),
+    ({**GOOD, "context": [""], "input": "\nSystem: "}, r"line 2: empty dialogue"),
+    ({**GOOD, "rec": []}, r"line 2: field 'rec' is empty"),
+])
+def test_bad_lines_name_file_and_line(tmp_path: Path, corpus: pd.DataFrame, matcher, bad_line,
+                                      message: str) -> None:
+    directory = _write(tmp_path / "d", NAMES, [0], [GOOD, bad_line, GOOD])
+    with pytest.raises(ConversationFormatError, match=r"test\.jsonl, " + message):
+        cikm.load_cikm(directory, corpus, matcher)
+    skipped = cikm.load_cikm(directory, corpus, matcher, skip_bad_lines=True)
+    assert skipped.report.skipped_lines == 1 and len(skipped.conversations) == 2
+    assert skipped.report.skipped_reasons[0].startswith("line 2:")
+
+
+def test_non_utf8_file(tmp_path: Path, corpus: pd.DataFrame, matcher) -> None:
+    directory = _write(tmp_path / "d", NAMES, [0], [GOOD])
+    with open(directory / "test.jsonl", "ab") as handle:
+        handle.write(b'{"context": ["Am\xe9lie"]}\n')
+    with pytest.raises(ConversationFormatError, match=r"test\.jsonl, line 2: not UTF-8"):
+        cikm.load_cikm(directory, corpus, matcher, skip_bad_lines=True)
+
+
+def test_bad_side_files(tmp_path: Path, corpus: pd.DataFrame, matcher) -> None:
+    directory = _write(tmp_path / "d", NAMES, [0, 7], [GOOD])
+    with pytest.raises(ConversationFormatError, match=r"item_ids\.json: id 7 is absent"):
+        cikm.load_cikm(directory, corpus, matcher)
+    (directory / "entity2id.json").write_text('{"a": 1,')
+    with pytest.raises(ConversationFormatError, match=r"entity2id\.json, line 1: malformed"):
+        cikm.load_cikm(directory, corpus, matcher)
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        cikm.load_cikm(tmp_path / "nowhere", corpus, matcher)
+    (directory / "test.jsonl").unlink()
+    (directory / "entity2id.json").write_text(json.dumps(NAMES))
+    (directory / "item_ids.json").write_text("[0]")
+    with pytest.raises(ConversationFormatError, match=r"test\.jsonl: file not found"):
+        cikm.load_cikm(directory, corpus, matcher)
+
+
+INSPIRED = os.environ.get("RAR_LITE_INSPIRED_DIR")
+
+
+@pytest.mark.skipif(not INSPIRED, reason="set RAR_LITE_INSPIRED_DIR to the INSPIRED directory")
+def test_real_inspired(corpus: pd.DataFrame, matcher) -> None:
+    data = cikm.load_cikm(INSPIRED, corpus, matcher, skip_bad_lines=True)
+    report = data.report
+    assert report.lines == 228 and report.movies == 1123
+    assert report.skipped_lines == 1  # line 11: the system speaks first, nothing said yet
+    assert report.conversations == 227
+    assert report.matched + report.added == report.movies
+    assert report.matched > 500 and report.added > 300
+    assert all(c.targets and c.turns for c in data.conversations)
+    assert all(t in data.corpus.index for c in data.conversations for t in c.targets)
+    assert data.corpus["item_id"].is_unique
+    with pytest.raises(ConversationFormatError, match=r"line 11: empty dialogue"):
+        cikm.load_cikm(INSPIRED, corpus, matcher)
