@@ -56,3 +56,41 @@ def plot_narrowing(narrowing: pd.DataFrame, ax: plt.Axes | None = None) -> plt.A
     ax.set(xlabel="catalogue items consistent with what the seeker said (log scale)",
            ylabel="test conversations", title="How much the seeker's words narrow the search")
     return ax
+
+
+def plot_lru_ring(eigenvalues: np.ndarray, steps: int = 60) -> plt.Figure:
+    """The LRU picture: eigenvalues on a ring in the complex plane (left) and how fast the
+    memory of one input fades, |λ|^t, for the slowest, median and fastest channel (right)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    theta = np.linspace(0, 2 * np.pi, 200)
+    for radius in (0.8, 0.99, 1.0):
+        left.plot(radius * np.cos(theta), radius * np.sin(theta), lw=0.8,
+                  color="black" if radius == 1.0 else "grey", ls="-" if radius == 1.0 else "--")
+    left.scatter(eigenvalues.real, eigenvalues.imag, s=8, color="tab:blue")
+    left.set(aspect="equal", xlabel="Re λ", ylabel="Im λ",
+             title="eigenvalues λ (ring 0.8 ≤ |λ| ≤ 0.99)")
+    moduli = np.sort(np.abs(eigenvalues))
+    t = np.arange(steps)
+    for label, r in (("slowest", moduli[-1]), ("median", np.median(moduli)),
+                     ("fastest", moduli[0])):
+        right.plot(t, r**t, label=f"{label} |λ| = {r:.3f}")
+    right.set(xlabel="items ago", ylabel="weight |λ|^t", title="how long an item is remembered")
+    right.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(histories: dict[str, pd.DataFrame],
+                         metric: str = "valid_recall@10") -> plt.Figure:
+    """Training loss and a validation metric per epoch, one line per model."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, history in histories.items():
+        left.plot(history["epoch"], history["loss"], label=name)
+        right.plot(history["epoch"], history[metric], label=name)
+    left.set(xlabel="epoch", ylabel="training cross-entropy", title="training loss")
+    right.set(xlabel="epoch", ylabel=metric.replace("valid_", "validation "),
+              title="validation accuracy (early stopping watches this)")
+    left.legend()
+    right.legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,162 @@
+"""Chapter 4's experiment, shared by the notebook and `scripts/bench_reranker.py`.
+
+`study_setup` builds the cases — held-out simulated *validation* conversations with their K
+retrieved candidates (the target inserted last when the retriever missed it, so every set
+contains the answer) — and `compare_rerankers` runs named rerankers on them and tabulates
+NDCG/Recall/MRR, position bias, failures, hallucinations and latency. LLM outputs go through the
+response cache, so the notebook and the benchmark never pay twice for the same prompt.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from rar_lite import prompts, rerank, retriever, simulate
+from rar_lite.conversations import Conversation, Turn
+from rar_lite.corpus import load_corpus
+from rar_lite.tune import Example, pointwise_examples
+
+NO_REQUEST = "(no request)"
+
+
+@dataclass
+class StudySetup:
+    """Everything chapter 4 evaluates on."""
+
+    corpus: pd.DataFrame
+    sets: simulate.SimulatedSets
+    served: retriever.Retriever
+    conversations: list[Conversation]  # validation conversations under study
+    candidates: list[list[int]]  # their K candidates, retriever order
+
+
+def study_setup(n_conversations: int = 150, k: int = 20, seed: int = 0,
+                quick: bool = False, progress: bool = False) -> StudySetup:
+    """Simulated sets, the chapter-3 LRURec (cached), and `n_conversations` validation cases."""
+    corpus = load_corpus()
+    sets = simulate.simulated_sets(corpus, seed=seed, progress=progress)
+    served, _ = retriever.fit_retriever(sets.split, "lrurec", seed=seed, quick=quick,
+                                        progress=progress)
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(sets.valid), size=min(n_conversations, len(sets.valid)),
+                               replace=False))
+    conversations = [sets.valid[i] for i in chosen]
+    candidates = rerank.candidate_sets(conversations, served.topk, k=k)
+    return StudySetup(corpus, sets, served, conversations, candidates)
+
+
+def training_examples(setup: StudySetup, n_conversations: int, k: int = 20,
+                      negatives: int = 3, seed: int = 0) -> list[Example]:
+    """Pointwise examples from *training* conversations: the target "yes", `negatives` of its
+    retrieved candidates "no" (hard negatives: what the reranker will face)."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(setup.sets.train), size=min(n_conversations, len(setup.sets.train)),
+                        replace=False)
+    conversations = [setup.sets.train[i] for i in sorted(chosen)]
+    pools = rerank.candidate_sets(conversations, setup.served.topk, k=k, include_target=False)
+    texts = setup.corpus.set_index("item_id")["text"]
+    return pointwise_examples(conversations, pools, texts, negatives=negatives, seed=seed)
+
+
+def without_request(conversation: Conversation) -> Conversation:
+    """The same conversation with every seeker utterance replaced by a placeholder: the ablation
+    that shows whether a reranker reads the words."""
+    turns = tuple(Turn(t.speaker, NO_REQUEST if t.speaker == "seeker" else t.text)
+                  for t in conversation.turns)
+    return replace(conversation, turns=turns)
+
+
+class RandomOrder:
+    """A random permutation per conversation (seeded): the chance level, measured."""
+
+    name = "random order"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def rank(self, conversation: Conversation, candidates: list[int]) -> rerank.Ranking:
+        import zlib
+
+        rng = np.random.default_rng([self.seed, zlib.crc32(conversation.conversation_id.encode())])
+        return rerank.Ranking([candidates[i] for i in rng.permutation(len(candidates))])
+
+
+def run(reranker: object, conversations: list[Conversation], candidates: list[list[int]],
+        progress: bool = False) -> tuple[list[rerank.Ranking], float]:
+    """Rankings of every case and the mean seconds per conversation."""
+    started = time.perf_counter()
+    rankings = [reranker.rank(c, pool) for c, pool in tqdm(
+        list(zip(conversations, candidates)), desc=getattr(reranker, "name", "rerank"),
+        disable=not progress)]
+    return rankings, (time.perf_counter() - started) / max(1, len(conversations))
+
+
+def compare_rerankers(rerankers: dict[str, object], conversations: list[Conversation],
+                      candidates: list[list[int]], progress: bool = False,
+                      ablate: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict]:
+    """One row per reranker: NDCG/Recall/MRR, share of first-shown candidates ranked first
+    (position bias; 1/K is unbiased), failures, hallucination/outside rates. Names in `ablate`
+    are also run with the seeker's words removed. (Latency: `latency`, without the cache.)
+
+    Returns (table, rankings by row name).
+    """
+    rows, all_rankings = [], {}
+    jobs = [(name, r, conversations) for name, r in rerankers.items()]
+    jobs += [(f"{name} (words removed)", rerankers[name],
+              [without_request(c) for c in conversations]) for name in ablate]
+    for name, reranker, cases in jobs:
+        rankings, _ = run(reranker, cases, candidates, progress)
+        scores = rerank.evaluate_rankings(rankings, conversations)
+        bias = rerank.position_bias(rankings, candidates)
+        rows.append({"reranker": name, **{k: scores[k] for k in (
+            "ndcg@5", "ndcg@10", "recall@1", "recall@5", "recall@10", "mrr@10")},
+            "first shown ranked first": float(bias[0]), "failures": scores["failures"],
+            "hallucination rate": scores["hallucination_rate"],
+            "outside rate": scores["outside_rate"]})
+        all_rankings[name] = rankings
+    return pd.DataFrame(rows).set_index("reranker"), all_rankings
+
+
+def latency(rerankers: dict[str, object], conversations: list[Conversation],
+            candidates: list[list[int]]) -> pd.Series:
+    """Mean seconds per conversation of each reranker with its response cache switched off
+    (what a new conversation costs)."""
+    out = {}
+    for name, reranker in rerankers.items():
+        saved = getattr(reranker, "cache", None)
+        if saved is not None:
+            reranker.cache = None
+        try:
+            out[name] = run(reranker, conversations, candidates)[1]
+        finally:
+            if saved is not None:
+                reranker.cache = saved
+    return pd.Series(out, name="seconds per conversation")
+
+
+def example_prompt(setup: StudySetup, index: int = 0) -> str:
+    """The listwise prompt of one case, as the LLM sees it (before the chat template)."""
+    texts = setup.corpus.set_index("item_id")["text"]
+    return prompts.listwise_prompt(setup.conversations[index],
+                                   [texts[c] for c in setup.candidates[index]])
+
+
+def tuned_backend(setup: StudySetup, config=None, n_train: int = 1000, seed: int = 0,
+                  progress: bool = False):
+    """Tune the pointwise reranker on `n_train` training conversations (or load the cached
+    adapter of an identical earlier run) and return (backend with the adapter, TuneResult)."""
+    from rar_lite import cache
+    from rar_lite.llm import TransformersBackend
+    from rar_lite.tune import TuneConfig, tune_pointwise
+
+    config = config or TuneConfig(seed=seed)
+    examples = training_examples(setup, n_train, negatives=config.negatives, seed=seed)
+    key = cache.fingerprint(config.__dict__, [e.__dict__ for e in examples])
+    result = tune_pointwise(examples, config, cache.cache_dir() / "adapters" / f"pointwise-{key}",
+                            progress=progress)
+    return TransformersBackend(adapter=result.adapter), result

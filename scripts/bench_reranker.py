@@ -1,0 +1,87 @@
+"""Benchmark of the chapter-4 rerankers on held-out simulated validation conversations: the
+target among K=20 retrieved candidates (LRURec, chapter 3), zero-shot SmolLM2-135M in every mode,
+the pointwise LoRA-tuned reranker, and two baselines. Prints one table, writes
+results/bench_reranker.json. Answers are cached (the chapter reuses them); latencies are
+measured separately with the cache off.
+
+    .venv/bin/python scripts/bench_reranker.py [--n 150] [--n-generation 40] [--train 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from rar_lite import llm, rerank, reranker_study
+from rar_lite.matching import TitleMatcher
+from rar_lite.tune import TuneConfig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=150, help="validation conversations")
+    parser.add_argument("--n-generation", type=int, default=40,
+                        help="conversations for the (slow) generation modes")
+    parser.add_argument("--train", type=int, default=1000, help="training conversations")
+    parser.add_argument("--steps", type=int, default=160)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("results/bench_reranker.json"))
+    args = parser.parse_args()
+
+    setup = reranker_study.study_setup(args.n, seed=args.seed, progress=False)
+    responses = llm.ResponseCache()
+    base = llm.TransformersBackend()
+    print(f"backend: {base.model} ({base.dtype}, {base.device}); {len(setup.conversations)} "
+          "validation conversations, 20 candidates each", flush=True)
+    tuned, result = reranker_study.tuned_backend(
+        setup, TuneConfig(steps=args.steps, seed=args.seed), n_train=args.train, progress=True)
+    print(f"tuning: {args.steps} steps in {result.seconds / 60:.1f} min; final margin "
+          f"{result.history['margin'].tail(10).mean():.2f}", flush=True)
+    fast = {
+        "random order": reranker_study.RandomOrder(args.seed),
+        "retriever order": rerank.RetrieverOrder(),
+        "keyword match": rerank.KeywordReranker(setup.corpus),
+        "verbalizer (zero-shot)": rerank.VerbalizerReranker(base, setup.corpus,
+                                                            response_cache=responses),
+        "verbalizer x4 permutations (zero-shot)": rerank.VerbalizerReranker(
+            base, setup.corpus, permutations=4, response_cache=responses),
+        "pointwise (zero-shot)": rerank.PointwiseReranker(base, setup.corpus, response_cache=responses),
+        "pointwise (tuned)": rerank.PointwiseReranker(tuned, setup.corpus, response_cache=responses),
+    }
+    table, _ = reranker_study.compare_rerankers(
+        fast, setup.conversations, setup.candidates, progress=True,
+        ablate=("verbalizer (zero-shot)", "pointwise (tuned)"))
+    matcher = TitleMatcher(setup.corpus)
+    slow = {"generation (zero-shot)": rerank.GenerationReranker(base, setup.corpus, matcher,
+                                                                response_cache=responses),
+            "constrained generation (zero-shot)": rerank.ConstrainedReranker(
+                base, setup.corpus, response_cache=responses)}
+    n = args.n_generation
+    slow_table, _ = reranker_study.compare_rerankers(
+        slow, setup.conversations[:n], setup.candidates[:n], progress=True)
+    slow_table.index = [f"{name} [{n} conversations]" for name in slow_table.index]
+    table = pd.concat([table, slow_table])
+    timing = reranker_study.latency({**fast, **slow}, setup.conversations[:10],
+                                    setup.candidates[:10])
+    table["s / conversation"] = [timing.get(name.split(" [")[0].replace(" (words removed)", ""))
+                                 for name in table.index]
+    pd.set_option("display.width", 200)
+    print(table.round(3).to_string())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "dtype": str(base.dtype)},
+        "n": args.n, "n_generation": n, "train_conversations": args.train,
+        "tuning_seconds": result.seconds, "tuning_history": result.history.to_dict("list"),
+        "table": table.reset_index(names="reranker").to_dict("records"),
+    }, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The local transformers backend and the LLM rerankers on the real packaged SmolLM2 (small
+inputs), plus a tiny pointwise LoRA run."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from rar_lite import llm, prompts, rerank, tune
+from rar_lite.conversations import Conversation, Turn
+
+
+@pytest.fixture(scope="module")
+def backend() -> llm.TransformersBackend:
+    return llm.TransformersBackend()
+
+
+@pytest.fixture(scope="module")
+def items(corpus: pd.DataFrame) -> list[int]:
+    titles = ["Heat", "Toy Story", "Casablanca", "The Usual Suspects", "Titanic", "Jumanji"]
+    return [int(corpus.index[corpus.title == t][0]) for t in titles]
+
+
+def conversation(text: str = "I want a funny animated movie for my kids.") -> Conversation:
+    return Conversation("c1", (Turn("recommender", "Hi! What would you like?"),
+                               Turn("seeker", text)), (), (0,), "test")
+
+
+def test_smollm2_copy_is_cached(backend: llm.TransformersBackend) -> None:
+    path = llm.smollm2_path()
+    assert (path / "model.safetensors").exists() and (path / "config.json").exists()
+    assert llm.smollm2_path() == path  # second call: no conversion
+
+
+def test_letters_are_single_distinct_tokens(backend: llm.TransformersBackend) -> None:
+    ids = [backend.tokenizer.encode(label, add_special_tokens=False) for label in prompts.LABELS]
+    assert all(len(i) == 1 for i in ids)
+    assert len({i[0] for i in ids}) == len(ids)
+
+
+def test_padding_invariance(backend: llm.TransformersBackend) -> None:
+    short = backend.chat_prompt("Is Heat a crime movie? Answer yes or no.")
+    long = backend.chat_prompt("Here is a much longer prompt " * 20 + "Answer yes or no.")
+    alone = backend.last_logits([short])
+    batched = backend.last_logits([long, short], batch_size=2)[1:]
+    assert alone.dtype == torch.float32
+    scale = alone.abs().max()
+    assert (alone - batched).abs().max() <= 0.02 * scale  # bf16 matmuls differ in the last bits
+    assert alone.argmax() == batched.argmax()
+
+
+def test_verbalizer_ranking_is_a_cached_permutation(backend, corpus, items,
+                                                    tmp_path: Path) -> None:
+    responses = llm.ResponseCache(tmp_path / "r.sqlite")
+    ranker = rerank.VerbalizerReranker(backend, corpus, permutations=2, response_cache=responses)
+    first = ranker.rank(conversation(), items)
+    assert sorted(first.items) == sorted(items) and len(first.scores) == len(items)
+    again = ranker.rank(conversation(), items)
+    assert again.items == first.items and responses.hits == 1 and responses.misses == 1
+
+
+def test_pointwise_scores_each_candidate(backend, corpus, items) -> None:
+    ranking = rerank.PointwiseReranker(backend, corpus).rank(conversation(), items)
+    assert sorted(ranking.items) == sorted(items)
+    assert ranking.scores == sorted(ranking.scores, reverse=True)
+
+
+def test_constrained_generation_only_writes_candidates(backend, corpus, items) -> None:
+    ranker = rerank.ConstrainedReranker(backend, corpus, n=3)
+    for text in ("Something scary please.", "A romantic classic.", "Surprise me!"):
+        ranking = ranker.rank(conversation(text), items[:5])
+        assert len(ranking.listed) == 3 and set(ranking.listed) <= set(items[:5])
+        assert sorted(ranking.items) == sorted(items[:5])
+
+
+def test_generation_records_hallucinations(backend, corpus, items, matcher) -> None:
+    ranking = rerank.GenerationReranker(backend, corpus, matcher, n=3,
+                                        max_new_tokens=48).rank(conversation(), items)
+    assert sorted(ranking.items) == sorted(items)
+    assert ranking.raw is not None
+    named = len(ranking.listed) + len(ranking.hallucinated) + len(ranking.outside)
+    assert named > 0 or ranking.failure
+
+
+def test_tiny_tuning_learns_and_adapter_round_trips(corpus, items, tmp_path: Path) -> None:
+    texts = corpus.set_index("item_id")["text"]
+    examples = [tune.Example("a funny animated movie for kids", texts[items[1]], 1),
+                tune.Example("a funny animated movie for kids", texts[items[0]], 0),
+                tune.Example("a crime thriller with a heist", texts[items[0]], 1),
+                tune.Example("a crime thriller with a heist", texts[items[1]], 0)]
+    config = tune.TuneConfig(steps=8, batch_size=4, lr=1e-3, lora_r=4, lora_alpha=8)
+    result = tune.tune_pointwise(examples, config, tmp_path / "adapter", progress=False)
+    assert (result.adapter / "adapter_model.safetensors").exists()
+    assert result.history["loss"].iloc[-3:].mean() < result.history["loss"].iloc[:3].mean()
+    # the same config again: loaded, not retrained
+    assert tune.tune_pointwise(examples, config, tmp_path / "adapter",
+                               progress=False).seconds == result.seconds
+    base = llm.TransformersBackend()
+    tuned = llm.TransformersBackend(adapter=result.adapter)
+    assert tuned.model.endswith("+adapter")
+    prompt = [base.chat_prompt(examples[0].prompt())]
+    assert not torch.allclose(base.last_logits(prompt), tuned.last_logits(prompt))
+    ranking = rerank.PointwiseReranker(tuned, corpus).rank(
+        conversation("a funny animated movie for kids"), [items[0], items[1]])
+    assert ranking.items[0] == items[1]
