@@ -160,3 +160,27 @@ def tuned_backend(setup: StudySetup, config=None, n_train: int = 1000, seed: int
     result = tune_pointwise(examples, config, cache.cache_dir() / "adapters" / f"pointwise-{key}",
                             progress=progress)
     return TransformersBackend(adapter=result.adapter), result
+
+
+def describe(table: pd.DataFrame, metric: str = "ndcg@10") -> str:
+    """Plain sentences comparing each LLM reranker in `table` with chance, the retriever's order
+    and its own words-removed ablation — written from the measured numbers, never assumed."""
+    value = table[metric]
+    lines = []
+    reference = [f"{name} {value[name]:.3f}" for name in ("random order", "retriever order",
+                                                         "keyword match") if name in value]
+    if reference:
+        lines.append(f"{metric}: " + ", ".join(reference) + ".")
+    for name in value.index:
+        if name in ("random order", "retriever order", "keyword match") or "removed" in name:
+            continue
+        text = f"{name}: {value[name]:.3f}"
+        if "retriever order" in value:
+            text += f" ({value[name] - value['retriever order']:+.3f} vs the retriever's order"
+            text += ")" if f"{name} (words removed)" not in value else ""
+        ablated = f"{name} (words removed)"
+        if ablated in value:
+            text += (f"; {value[ablated]:.3f} with the seeker's words removed"
+                     f"{')' if 'retriever order' in value else ''}")
+        lines.append(text + ".")
+    return "\n".join(lines)

@@ -4,7 +4,7 @@ the pointwise LoRA-tuned reranker, and two baselines. Prints one table, writes
 results/bench_reranker.json. Answers are cached (the chapter reuses them); latencies are
 measured separately with the cache off.
 
-    .venv/bin/python scripts/bench_reranker.py [--n 150] [--n-generation 40] [--train 1000]
+    .venv/bin/python scripts/bench_reranker.py [--n 100] [--n-generation 20] [--train 1000]
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from rar_lite.tune import TuneConfig
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=150, help="validation conversations")
-    parser.add_argument("--n-generation", type=int, default=40,
+    parser.add_argument("--n", type=int, default=100, help="validation conversations")
+    parser.add_argument("--n-generation", type=int, default=20,
                         help="conversations for the (slow) generation modes")
     parser.add_argument("--train", type=int, default=1000, help="training conversations")
     parser.add_argument("--steps", type=int, default=160)

@@ -87,3 +87,15 @@ def test_candidate_sets_insert_missed_target() -> None:
     assert positions.min() > 40  # every position is used (random, not a fixed slot)
     assert sets == rerank.candidate_sets(conversations, topk, k=3)  # seeded
     assert rerank.candidate_sets(conversations, topk, k=3, include_target=False)[0] == [1, 2, 3]
+
+
+def test_describe_reads_the_table() -> None:
+    from rar_lite import reranker_study
+
+    table = pd.DataFrame({"ndcg@10": [0.227, 0.30, 0.40, 0.21]},
+                         index=["random order", "retriever order", "pointwise (tuned)",
+                                "pointwise (tuned) (words removed)"])
+    text = reranker_study.describe(table)
+    assert text.splitlines()[0] == "ndcg@10: random order 0.227, retriever order 0.300."
+    assert text.splitlines()[1] == ("pointwise (tuned): 0.400 (+0.100 vs the retriever's order; "
+                                    "0.210 with the seeker's words removed).")
