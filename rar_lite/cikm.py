@@ -284,3 +284,78 @@ def _conversation(record: dict, number: int, names: dict[int, str], movies: set[
         meta={"line": number, "dialog_id": dialog, "turn_id": turn_id, "rec_entities": rec,
               "new_targets": [t for t in targets if t not in history]},
     )
+
+
+# --- He et al. (CIKM 2023) scoring protocol ----------------------------------------------------
+
+_CIKM_PARENS = re.compile(r"\([^()]*\)")
+
+
+def cikm23_entity_name(name: str) -> str:
+    """An entity's name as He et al. compare it: the URI tail with "_" and "-" as spaces and
+    parentheses removed, lowercase ("<.../Water_(1985_film)>" -> "water")."""
+    match = _DBPEDIA.match(name.strip())
+    text = unquote(match.group("tail")) if match else name.strip()
+    text = _CIKM_PARENS.sub("", text.replace("_", " ").replace("-", " "))
+    return " ".join(text.split()).lower()
+
+
+def _answer_text(record: dict, path: Path, number: int) -> str:
+    if isinstance(record.get("text"), str):
+        return record["text"]
+    try:
+        return str(record["resp"]["choices"][0]["message"]["content"] or "")
+    except (KeyError, IndexError, TypeError):
+        raise ConversationFormatError(
+            f"{path}, line {number}: needs 'text' or an OpenAI chat completion under 'resp'"
+        ) from None
+
+
+def score_generations(directory: Path | str, generations: Path | str,
+                      ks: tuple[int, ...] = (1, 5, 10, 20)) -> dict:
+    """Score raw LLM answers for a dataset's `test.jsonl` by the protocol of He et al. (2023).
+
+    Each line of `generations` has `index` (0-based line of `test.jsonl`) and the answer as
+    `text` or as an OpenAI chat completion under `resp`. Names are split by
+    `parsing.parse_cikm23`, each mapped to the entity with the nearest name (lowercase
+    Levenshtein distance, rapidfuzz), and every ground-truth item of a turn is scored separately;
+    metrics are means over (turn, item) pairs of answered turns.
+    """
+    from rapidfuzz import process
+    from rapidfuzz.distance import Levenshtein
+
+    from rar_lite import metrics, parsing
+
+    directory, generations = Path(directory), Path(generations)
+    entity2id = _read_json(directory / "entity2id.json")
+    if not isinstance(entity2id, dict):
+        raise ConversationFormatError(f"{directory / 'entity2id.json'}: expected a JSON object")
+    names = [cikm23_entity_name(k) for k in entity2id]
+    ids = [int(v) for v in entity2id.values()]
+    tests = [json.loads(line) for line in read_lines(directory / "test.jsonl") if line.strip()]
+    ranks: list[float] = []
+    answered = 0
+    for number, line in enumerate(read_lines(generations), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            index = int(record["index"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ConversationFormatError(
+                f"{generations}, line {number}: {_describe(error)}") from error
+        if not 0 <= index < len(tests):
+            raise ConversationFormatError(
+                f"{generations}, line {number}: index {index} is outside test.jsonl "
+                f"(0..{len(tests) - 1})")
+        ranked = []
+        for name in parsing.parse_cikm23(_answer_text(record, generations, number)):
+            best = process.extractOne(name.lower(), names, scorer=Levenshtein.distance)
+            if best is not None:
+                ranked.append(ids[best[2]])
+        ranks += metrics.ranks_in_list(ranked, [int(r) for r in tests[index]["rec"]])
+        answered += 1
+    if not ranks:
+        raise ConversationFormatError(f"{generations}: no answered turn to score")
+    scores = metrics.metrics_from_ranks(ranks, ks)
+    return {"n_turns": answered, "n_pairs": len(ranks), **scores}

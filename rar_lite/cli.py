@@ -2,6 +2,8 @@
 
     rar-lite corpus [--rebuild]          build (or load) the corpus and print its card
     rar-lite resolve NAME [NAME ...]     resolve movie names to corpus items
+    rar-lite score-generations --dataset-dir DIR --generations FILE [--protocol cikm23]
+                                         score raw LLM answers as He et al. (CIKM 2023) did
 """
 
 from __future__ import annotations
@@ -29,6 +31,15 @@ def _resolve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_generations(args: argparse.Namespace) -> int:
+    import json
+
+    from rar_lite.cikm import score_generations
+
+    print(json.dumps(score_generations(args.dataset_dir, args.generations), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (one sub-command per task)."""
     parser = argparse.ArgumentParser(prog="rar-lite", description=__doc__.splitlines()[0])
@@ -39,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     resolve = commands.add_parser("resolve", help="resolve movie names to corpus items")
     resolve.add_argument("names", nargs="+", help='names as written, e.g. "Heat (1995)"')
     resolve.set_defaults(run=_resolve)
+    score = commands.add_parser("score-generations",
+                                help="score raw LLM answers for a ReDial/INSPIRED/Reddit-Movie "
+                                     "test set (He et al., CIKM 2023 protocol)")
+    score.add_argument("--dataset-dir", required=True,
+                       help="directory with test.jsonl, entity2id.json, item_ids.json")
+    score.add_argument("--generations", required=True,
+                       help="JSONL: one line per answered turn, with 'index' and 'text' or 'resp'")
+    score.add_argument("--protocol", choices=("cikm23",), default="cikm23")
+    score.set_defaults(run=_score_generations)
     return parser
 
 

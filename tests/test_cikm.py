@@ -2,6 +2,7 @@
 bad-input cases), plus an integration test on the real INSPIRED data."""
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -154,3 +155,49 @@ def test_real_inspired(corpus: pd.DataFrame, matcher) -> None:
     assert data.corpus["item_id"].is_unique
     with pytest.raises(ConversationFormatError, match=r"line 11: empty dialogue"):
         cikm.load_cikm(INSPIRED, corpus, matcher)
+
+
+def test_cikm23_entity_names() -> None:
+    assert cikm.cikm23_entity_name(DBPEDIA.format("Water_(1985_film)")) == "water"
+    assert cikm.cikm23_entity_name(DBPEDIA.format("Spider-Man_(2002_film)")) == "spider man"
+    assert cikm.cikm23_entity_name("Heat (1995)") == "heat"
+
+
+def test_score_generations_hand_computed(tmp_path: Path) -> None:
+    names = {DBPEDIA.format("Heat_(1995_film)"): 0, DBPEDIA.format("Casino_(1995_film)"): 1,
+             DBPEDIA.format("Toy_Story"): 2, DBPEDIA.format("Drama"): 3}
+    lines = [_line(["", "Hi", "Crime please"], [0], []),
+             _line(["", "Hi", "Something else"], [1, 2], [])]
+    directory = _write(tmp_path / "d", names, [0, 1, 2], lines)
+    generations = tmp_path / "gen.jsonl"
+    completion = {"choices": [{"message": {"role": "assistant", "content": "Toy Story, Heat"}}]}
+    generations.write_text(
+        json.dumps({"index": 0, "text": "Sure! 1. Heat (1995) 2. Casno"}) + "\n"
+        + json.dumps({"index": 1, "resp": completion}) + "\n")
+    scores = cikm.score_generations(directory, generations)
+    # turn 0: [Heat, Casino(typo)] -> Heat at rank 0; turn 1: [Toy Story, Heat] -> Casino
+    # missing, Toy Story at rank 0: ranks [0, inf, 0]
+    assert (scores["n_turns"], scores["n_pairs"]) == (2, 3)
+    assert scores["recall@1"] == pytest.approx(2 / 3)
+    assert scores["ndcg@20"] == pytest.approx(2 / 3)
+    assert scores["mrr@5"] == pytest.approx(2 / 3)
+    generations.write_text(json.dumps({"index": 9, "text": "Heat"}) + "\n")
+    with pytest.raises(ConversationFormatError, match=r"gen\.jsonl, line 1: index 9 is outside"):
+        cikm.score_generations(directory, generations)
+    generations.write_text(json.dumps({"index": 0, "resp": {"choices": []}}) + "\n")
+    with pytest.raises(ConversationFormatError, match="needs 'text' or an OpenAI chat completion"):
+        cikm.score_generations(directory, generations)
+
+
+def test_score_generations_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rar_lite import cli
+
+    names = {"Heat (1995)": 0, "Casino (1995)": 1}
+    directory = _write(tmp_path / "d", names, [0, 1], [_line(["", "Hi", "Crime"], [1], [])])
+    generations = tmp_path / "g.jsonl"
+    generations.write_text(json.dumps({"index": 0, "text": "1. Heat\n2. Casino"}) + "\n")
+    assert cli.main(["score-generations", "--dataset-dir", str(directory), "--generations",
+                     str(generations)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_pairs"] == 1 and out["recall@1"] == 0.0 and out["recall@5"] == 1.0
+    assert out["ndcg@5"] == pytest.approx(1 / math.log2(3))
