@@ -94,3 +94,30 @@ def plot_training_curves(histories: dict[str, pd.DataFrame],
     right.legend()
     fig.tight_layout()
     return fig
+
+
+def plot_position_bias(shares: dict[str, np.ndarray], ax: plt.Axes | None = None) -> plt.Axes:
+    """For each reranker, the share of conversations whose top-ranked candidate had been shown
+    at each position, against the uniform 1/K line."""
+    ax = ax or plt.subplots(figsize=(8, 3))[1]
+    k = 1
+    for name, values in shares.items():
+        k = len(values)
+        ax.plot(range(1, k + 1), values, marker="o", label=name)
+    ax.axhline(1 / k, color="grey", ls="--", label="uniform (1/K)")
+    ax.set(xlabel="position at which the top-ranked candidate was shown (A = 1)",
+           ylabel="share of conversations", title="Position bias")
+    ax.legend()
+    return ax
+
+
+def plot_tuning(history: pd.DataFrame, window: int = 10) -> plt.Figure:
+    """Loss and positive-negative score margin per step of a tuning run (rolling means)."""
+    smooth = history.rolling(window, min_periods=1).mean()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3))
+    left.plot(history["step"], smooth["loss"])
+    left.set(xlabel="step", ylabel=f"loss ({window}-step mean)", title="pointwise LoRA: loss")
+    right.plot(history["step"], smooth["margin"], color="tab:green")
+    right.set(xlabel="step", ylabel="score(yes) − score(no)", title="margin positives − negatives")
+    fig.tight_layout()
+    return fig

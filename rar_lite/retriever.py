@@ -355,3 +355,16 @@ def fit_retriever(split: Split, model: str = "lrurec", seed: int = 0, quick: boo
                              progress=progress)
     counts = split.item_counts().loc[vocab.item_ids].to_numpy()
     return Retriever(result.model, vocab, counts), result
+
+
+def serving_times(served: Retriever, histories: list[list[int]], k: int = 50) -> dict[str, float]:
+    """Seconds to encode `histories` with the model, to search the FAISS index for the top-`k`,
+    and for `topk` end to end (history exclusion included)."""
+    started = time.perf_counter()
+    queries = served.query_vectors(histories)
+    encoded = time.perf_counter()
+    served.index.search(queries, k)
+    searched = time.perf_counter()
+    served.topk(histories, k)
+    return {"encode_s": encoded - started, "search_s": searched - encoded,
+            "end_to_end_s": time.perf_counter() - searched}

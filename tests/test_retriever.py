@@ -185,3 +185,9 @@ def test_serving_bad_histories(served: retriever.Retriever, vocab: seqrec.ItemVo
         served.recommend([int(i) for i in vocab.item_ids[:58]], 5)
     with pytest.raises(ValueError, match="k must be"):
         served.topk([[100]], k=0)
+
+
+def test_serving_times(served: retriever.Retriever, split: Split) -> None:
+    times = retriever.serving_times(served, [split.test_case(u)[0] for u in split.users], k=5)
+    assert set(times) == {"encode_s", "search_s", "end_to_end_s"}
+    assert all(value > 0 for value in times.values())

@@ -1,0 +1,35 @@
+"""Every figure of the book draws with labelled axes (headless)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from rar_lite import plots  # noqa: E402
+
+
+def _labelled(ax) -> bool:
+    return bool(ax.get_xlabel()) and bool(ax.get_ylabel()) and bool(ax.get_title())
+
+
+def test_corpus_figures(corpus: pd.DataFrame) -> None:
+    assert _labelled(plots.plot_years(corpus))
+    assert _labelled(plots.plot_genres(corpus))
+    ax = plots.plot_long_tail(corpus["n_ratings"])
+    assert _labelled(ax) and ax.get_xscale() == "log"
+    assert "top 10% of movies" in ax.texts[0].get_text()
+
+
+def test_other_figures() -> None:
+    narrowing = pd.DataFrame({"by_history": [3000, 3100], "by_words": [0, 40]})
+    assert _labelled(plots.plot_narrowing(narrowing))
+    lam = np.exp(1j * np.linspace(0, 6, 16)) * np.linspace(0.8, 0.99, 16)
+    assert all(_labelled(ax) for ax in plots.plot_lru_ring(lam).axes)
+    history = pd.DataFrame({"epoch": [1, 2], "loss": [8.0, 7.5], "valid_recall@10": [0.1, 0.2]})
+    assert all(_labelled(ax) for ax in plots.plot_training_curves({"m": history}).axes)
+    ax = plots.plot_position_bias({"a": np.array([0.5, 0.25, 0.25])})
+    assert _labelled(ax) and len(ax.lines) == 2  # the reranker and the uniform line
+    tuning = pd.DataFrame({"step": [1, 2, 3], "loss": [0.7, 0.6, 0.5], "margin": [0, 1, 2]})
+    assert all(_labelled(ax) for ax in plots.plot_tuning(tuning).axes)
