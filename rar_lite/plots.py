@@ -121,3 +121,47 @@ def plot_tuning(history: pd.DataFrame, window: int = 10) -> plt.Figure:
     right.set(xlabel="step", ylabel="score(yes) − score(no)", title="margin positives − negatives")
     fig.tight_layout()
     return fig
+
+
+def plot_feedback_loop() -> plt.Axes:
+    """The RAR feedback loop as a diagram: retriever -> sampled sets -> LLM -> rewards -> DPO."""
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    boxes = {
+        "retriever": (0.1, 0.7, "retriever π\n(history → item scores)"),
+        "sets": (0.5, 0.7, "M candidate sets\n~ Plackett–Luce(π)"),
+        "llm": (0.9, 0.7, "LLM reranks each set\n(reads the conversation)"),
+        "reward": (0.9, 0.2, "reward = NDCG of the\ntarget in the LLM's ranking"),
+        "pairs": (0.5, 0.2, "pairs: higher reward\nchosen over lower"),
+        "dpo": (0.1, 0.2, "DPO update of π\n(π_ref = SFT retriever)"),
+    }
+    for x, y, text in boxes.values():
+        ax.text(x, y, text, ha="center", va="center", fontsize=10,
+                bbox={"boxstyle": "round,pad=0.5", "facecolor": "#e8f0fb", "edgecolor": "#2b5d9c"})
+    arrows = [("retriever", "sets"), ("sets", "llm"), ("llm", "reward"), ("reward", "pairs"),
+              ("pairs", "dpo"), ("dpo", "retriever")]
+    for start, end in arrows:
+        (x0, y0, _), (x1, y1, _) = boxes[start], boxes[end]
+        dx, dy = x1 - x0, y1 - y0
+        shrink = 0.16 if dy == 0 else 0.12
+        offset = np.array([np.sign(dx), np.sign(dy)]) * shrink
+        ax.annotate("", xy=(x1 - offset[0], y1 - offset[1]), xytext=(x0 + offset[0], y0 + offset[1]),
+                    arrowprops={"arrowstyle": "-|>", "color": "#2b5d9c", "lw": 1.6})
+    ax.set(xlim=(-0.1, 1.1), ylim=(0, 0.95), title="One round of the RAR feedback loop")
+    ax.axis("off")
+    return ax
+
+
+def plot_loop_curves(history: pd.DataFrame) -> plt.Figure:
+    """Per round: mean reward of the sampled sets, the retriever's validation NDCG@10, and its
+    log-ratio to π_ref (a Monte-Carlo KL estimate)."""
+    panels = [("reward", "NDCG@10", "Mean reward of the sampled sets"),
+              ("valid ndcg@10", "NDCG@10", "Retriever, validation"),
+              ("log_ratio", "nats", "log π(S) − log π_ref(S)")]
+    panels = [p for p in panels if p[0] in history]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, (column, unit, title) in zip(axes[0], panels):
+        ax.plot(history["round"], history[column], marker="o")
+        ax.set(xlabel="round", ylabel=unit, title=title)
+        ax.set_xticks(history["round"])
+    fig.tight_layout()
+    return fig

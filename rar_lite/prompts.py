@@ -3,8 +3,9 @@
 - `listwise_prompt`: the conversation plus K lettered candidates (their corpus text lines) and an
   instruction; used by the verbalizer (rank by the next-token logits of the letters) and by
   generation (the model writes a ranked list of titles).
-- `pointwise_prompt`: one short prompt per candidate ("Does the movie fit the request? Answer yes
-  or no."), scored by logit(yes) - logit(no).
+- `pointwise_prompt`: one short prompt per candidate ("Does the movie below fit the request?
+  Answer yes or no."), scored by logit(yes) - logit(no). The movie comes last, so the prompts of
+  one conversation share everything before it (the backend encodes that prefix once).
 - `open_prompt`: the conversation alone, for an LLM recommending without retrieval.
 
 The conversation is truncated to a budget of words, oldest turns first; candidates are never
@@ -33,9 +34,13 @@ VERBALIZER_TASK = "Answer with the letter of the best candidate only."
 GENERATION_TASK = ("Rank the {n} best candidates, best first, as a numbered list of their titles "
                    "(title and year), one per line, and nothing else.")
 
+#: The pointwise judge's system prompt: short, so the prompt stays ~110 tokens (SmolLM2's chat
+#: template would otherwise insert its default system prompt, ~20 tokens).
+POINTWISE_SYSTEM = "You judge whether a movie fits a request."
+
 POINTWISE = """Request: {request}
-Movie: {movie}
-Does the movie fit the request? Answer yes or no."""
+Does the movie below fit the request? Answer yes or no.
+Movie: {movie}"""
 
 OPEN = """Here is a conversation between a movie seeker and a recommender.
 

@@ -22,6 +22,7 @@ LLM calls go through `rar_lite.llm.ResponseCache` when one is given.
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from collections.abc import Sequence
@@ -211,8 +212,8 @@ class PointwiseReranker(_LLMReranker):
 
     def prompt_texts(self, conversation: Conversation, candidates: list[int]) -> list[str]:
         request = prompts.request_text(conversation)
-        return [self.backend.chat_prompt(prompts.pointwise_prompt(request, self.texts[c]))
-                for c in candidates]
+        return [self.backend.chat_prompt(prompts.pointwise_prompt(request, self.texts[c]),
+                                         system=prompts.POINTWISE_SYSTEM) for c in candidates]
 
     def rank(self, conversation: Conversation, candidates: Sequence[int]) -> Ranking:
         candidates = _check(candidates)
@@ -220,11 +221,38 @@ class PointwiseReranker(_LLMReranker):
             return Ranking([], None, "no candidates")
         texts = self.prompt_texts(conversation, candidates)
 
-        def compute() -> list:
-            logits = self.backend.last_logits(texts, batch_size=self.batch_size)
+        def compute(batch: list[str]) -> list[float]:
+            prefix = shared_prefix(batch)
+            logits = self.backend.prefix_last_logits(
+                prefix, [t[len(prefix):] for t in batch], batch_size=self.batch_size)
             return (logits[:, self.yes] - logits[:, self.no]).tolist()
 
-        return _by_scores(candidates, np.array(self._cached("pointwise", texts, compute)))
+        if self.cache is None:
+            scores = compute(texts)
+        else:  # one cache entry per (request, candidate): sets that overlap share the work
+            scores = self.cache.get_or_compute_each(
+                {"backend": self.backend.name, "model": self.backend.model, "kind": "pointwise"},
+                texts, compute)
+        return _by_scores(candidates, np.array(scores, dtype=float))
+
+    def rank_sets(self, conversation: Conversation,
+                  sets: Sequence[Sequence[int]]) -> list[Ranking]:
+        """Rank several candidate sets of one conversation, scoring their union once (each
+        candidate is judged alone, so its score does not depend on the set)."""
+        union = list(dict.fromkeys(int(c) for s in sets for c in s))
+        scored = self.rank(conversation, union)
+        if scored.failure:
+            return [Ranking(list(s), None, scored.failure) for s in sets]
+        score = dict(zip(scored.items, scored.scores))
+        return [_by_scores(list(s), np.array([score[int(c)] for c in s], dtype=float))
+                for s in (_check(s) for s in sets)]
+
+
+def shared_prefix(texts: Sequence[str]) -> str:
+    """The longest common prefix of `texts` that ends a line ("" if none): the part of the
+    pointwise prompts (system + request) the backend can encode once."""
+    common = os.path.commonprefix(list(texts)) if len(texts) > 1 else ""
+    return common[:common.rfind("\n") + 1]
 
 
 class GenerationReranker(_LLMReranker):
@@ -322,7 +350,7 @@ class ConstrainedReranker(_LLMReranker):
                 text += f"{rank + 1}. "
                 ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
                 out = lm(input_ids=ids.to(self.backend.device), use_cache=True)
-                past, logits = out.past_key_values, out.logits[0, -1].float()
+                past, logits = out.cache, out.logits[0, -1].float()
                 prefix: list[int] = []
                 while True:
                     alive = [c for c, seq in remaining.items() if seq[:len(prefix)] == prefix]
@@ -334,8 +362,8 @@ class ConstrainedReranker(_LLMReranker):
                     token = allowed[int(torch.argmax(logits[allowed]))]
                     prefix.append(token)
                     out = lm(input_ids=torch.tensor([[token]], device=self.backend.device),
-                             past_key_values=past, use_cache=True)
-                    past, logits = out.past_key_values, out.logits[0, -1].float()
+                             cache=past, use_cache=True)
+                    past, logits = out.cache, out.logits[0, -1].float()
                 picked.append(choice)
                 del remaining[choice]
                 text += tokenizer.decode(prefix) + "\n"

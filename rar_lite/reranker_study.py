@@ -1,7 +1,7 @@
 """Chapter 4's experiment, shared by the notebook and `scripts/bench_reranker.py`.
 
 `study_setup` builds the cases — held-out simulated *validation* conversations with their K
-retrieved candidates (the target inserted last when the retriever missed it, so every set
+retrieved candidates (the target put at a random position when the retriever missed it, so every set
 contains the answer) — and `compare_rerankers` runs named rerankers on them and tabulates
 NDCG/Recall/MRR, position bias, failures, hallucinations and latency. LLM outputs go through the
 response cache, so the notebook and the benchmark never pay twice for the same prompt.

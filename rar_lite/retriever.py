@@ -261,12 +261,18 @@ class Retriever:
         counts = np.asarray(popularity, dtype="float64")
         if counts.shape != (len(vocab),):
             raise ValueError(f"popularity needs one count per vocabulary item ({len(vocab)})")
+        self.popularity = counts
         self._popular = np.argsort(-counts, kind="stable")  # 0-based columns, most popular first
         with torch.no_grad():
             vectors, bias = model.item_vectors()
             items = torch.cat([vectors, bias.unsqueeze(1)], dim=1).float().numpy()
         self.index = faiss.IndexFlatIP(items.shape[1])
         self.index.add(np.ascontiguousarray(items))
+
+    def with_model(self, model: SequentialRecommender) -> Retriever:
+        """The same vocabulary and popularity fallback, serving another model (e.g. the
+        retriever after the feedback loop)."""
+        return Retriever(model, self.vocab, self.popularity)
 
     def _encode(self, histories: list[list[int]]) -> list[list[int]]:
         encoded, unknown = [], 0

@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--n-generation", type=int, default=20,
                         help="conversations for the (slow) generation modes")
     parser.add_argument("--train", type=int, default=1000, help="training conversations")
-    parser.add_argument("--steps", type=int, default=160)
+    parser.add_argument("--steps", type=int, default=TuneConfig().steps)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/bench_reranker.json"))
     args = parser.parse_args()

@@ -183,3 +183,19 @@ def test_cache_concurrent_writers(tmp_path: Path) -> None:
         t.join()
     assert not errors
     assert len(llm.ResponseCache(path)) == 60
+
+
+def test_cache_each_computes_only_missing_prompts(tmp_path: Path) -> None:
+    responses = llm.ResponseCache(tmp_path / "each.sqlite")
+    calls = []
+
+    def compute(prompts: list[str]) -> list[int]:
+        calls.append(list(prompts))
+        return [len(p) for p in prompts]
+
+    assert responses.get_or_compute_each({"kind": "t"}, ["a", "bb"], compute) == [1, 2]
+    assert responses.get_or_compute_each({"kind": "t"}, ["bb", "ccc", "a"], compute) == [2, 3, 1]
+    assert calls == [["a", "bb"], ["ccc"]]
+    assert (responses.hits, responses.misses) == (2, 3)
+    with pytest.raises(llm.LLMError, match="expected 1 values"):
+        responses.get_or_compute_each({"kind": "t"}, ["dddd"], lambda p: [])

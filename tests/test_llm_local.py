@@ -83,13 +83,19 @@ def test_generation_records_hallucinations(backend, corpus, items, matcher) -> N
     assert named > 0 or ranking.failure
 
 
-def test_tiny_tuning_learns_and_adapter_round_trips(corpus, items, tmp_path: Path) -> None:
+def tiny_examples(corpus: pd.DataFrame, items: list[int]) -> list[tune.Example]:
     texts = corpus.set_index("item_id")["text"]
-    examples = [tune.Example("a funny animated movie for kids", texts[items[1]], 1),
-                tune.Example("a funny animated movie for kids", texts[items[0]], 0),
-                tune.Example("a crime thriller with a heist", texts[items[0]], 1),
-                tune.Example("a crime thriller with a heist", texts[items[1]], 0)]
-    config = tune.TuneConfig(steps=8, batch_size=4, lr=1e-3, lora_r=4, lora_alpha=8)
+    return [tune.Example("a funny animated movie for kids", texts[items[1]], 1, 0),
+            tune.Example("a funny animated movie for kids", texts[items[0]], 0, 0),
+            tune.Example("a crime thriller with a heist", texts[items[0]], 1, 1),
+            tune.Example("a crime thriller with a heist", texts[items[1]], 0, 1)]
+
+
+@pytest.mark.parametrize("loss", ["group", "bce"])
+def test_tiny_tuning_learns_and_adapter_round_trips(corpus, items, tmp_path: Path,
+                                                    loss: str) -> None:
+    examples = tiny_examples(corpus, items)
+    config = tune.TuneConfig(steps=8, batch_size=4, lr=1e-3, lora_r=4, lora_alpha=8, loss=loss)
     result = tune.tune_pointwise(examples, config, tmp_path / "adapter", progress=False)
     assert (result.adapter / "adapter_model.safetensors").exists()
     assert result.history["loss"].iloc[-3:].mean() < result.history["loss"].iloc[:3].mean()
@@ -104,3 +110,66 @@ def test_tiny_tuning_learns_and_adapter_round_trips(corpus, items, tmp_path: Pat
     ranking = rerank.PointwiseReranker(tuned, corpus).rank(
         conversation("a funny animated movie for kids"), [items[0], items[1]])
     assert ranking.items[0] == items[1]
+
+
+def test_interrupted_tuning_resumes_to_the_same_adapter(corpus, items, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    from safetensors.torch import load_file
+
+    examples = tiny_examples(corpus, items)
+    config = tune.TuneConfig(steps=5, batch_size=2, lr=1e-3, lora_r=4, lora_alpha=8,
+                             checkpoint_every=2)
+    straight = tune.tune_pointwise(examples, config, tmp_path / "straight", progress=False)
+
+    real, calls = tune.yes_no_margin, []
+
+    def dies_on_step_4(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tune, "yes_no_margin", dies_on_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        tune.tune_pointwise(examples, config, tmp_path / "resumed", progress=False)
+    assert (tmp_path / "resumed.checkpoint" / "state.json").exists()
+    monkeypatch.setattr(tune, "yes_no_margin", real)
+    resumed = tune.tune_pointwise(examples, config, tmp_path / "resumed", progress=False)
+    assert not (tmp_path / "resumed.checkpoint").exists()
+    assert resumed.history["loss"].tolist() == pytest.approx(
+        straight.history["loss"].tolist(), rel=1e-5)
+    a = load_file(straight.adapter / "adapter_model.safetensors")
+    b = load_file(resumed.adapter / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_group_loss_matches_softmax_cross_entropy() -> None:
+    scores = torch.tensor([2.0, 0.5, -1.0, 0.3, 1.2, -0.4])
+    labels = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    expected = (torch.nn.functional.cross_entropy(scores[:3][None], torch.tensor([1]))
+                + torch.nn.functional.cross_entropy(scores[3:][None], torch.tensor([0]))) / 2
+    assert tune.group_loss(scores, labels, groups).item() == pytest.approx(expected.item())
+    # a shift of one group's scores (a yes/no prior) leaves the loss unchanged
+    shifted = scores + torch.tensor([5.0, 5.0, 5.0, -3.0, -3.0, -3.0])
+    assert tune.group_loss(shifted, labels, groups).item() == pytest.approx(expected.item())
+    with pytest.raises(ValueError, match="exactly one positive"):
+        tune.group_loss(scores, torch.zeros(6), groups)
+
+
+def test_tune_config_rejects_unknown_loss() -> None:
+    with pytest.raises(ValueError, match="loss must be one of"):
+        tune.TuneConfig(loss="hinge")
+
+
+def test_shared_prefix_scoring_equals_full_prompts(corpus, items) -> None:
+    exact = llm.TransformersBackend(dtype="float32")
+    ranker = rerank.PointwiseReranker(exact, corpus)
+    texts = ranker.prompt_texts(conversation(), items)
+    prefix = rerank.shared_prefix(texts)
+    assert prefix.endswith("\n") and "Request:" in prefix and "Movie:" not in prefix
+    fast = exact.prefix_last_logits(prefix, [t[len(prefix):] for t in texts], batch_size=4)
+    assert torch.allclose(fast, exact.last_logits(texts), atol=1e-3)
+    # no shared line: plain scoring
+    assert rerank.shared_prefix(["abc", "abd"]) == "" and rerank.shared_prefix(["x\ny"]) == ""

@@ -62,7 +62,8 @@ def test_candidates_are_never_dropped() -> None:
 
 def test_pointwise_and_open_prompts() -> None:
     text = prompts.pointwise_prompt("a funny movie", "Heat (1995) — Crime")
-    assert text.splitlines() == ["Request: a funny movie", "Movie: Heat (1995) — Crime",
-                                 "Does the movie fit the request? Answer yes or no."]
+    assert text.splitlines() == ["Request: a funny movie",
+                                 "Does the movie below fit the request? Answer yes or no.",
+                                 "Movie: Heat (1995) — Crime"]  # the movie last: shared prefix
     assert prompts.request_text(_conversation(4)).startswith("turn 1")
     assert "Recommend 7 movies" in prompts.open_prompt(_conversation(2), n=7)

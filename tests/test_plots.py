@@ -33,3 +33,8 @@ def test_other_figures() -> None:
     assert _labelled(ax) and len(ax.lines) == 2  # the reranker and the uniform line
     tuning = pd.DataFrame({"step": [1, 2, 3], "loss": [0.7, 0.6, 0.5], "margin": [0, 1, 2]})
     assert all(_labelled(ax) for ax in plots.plot_tuning(tuning).axes)
+    rounds = pd.DataFrame({"round": [1, 2], "reward": [0.3, 0.4], "valid ndcg@10": [0.07, 0.08],
+                           "log_ratio": [0.0, 0.5]})
+    assert all(_labelled(ax) for ax in plots.plot_loop_curves(rounds).axes)
+    diagram = plots.plot_feedback_loop()
+    assert diagram.get_title() and len(diagram.texts) == 12  # 6 boxes, 6 arrows
