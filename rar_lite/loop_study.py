@@ -56,16 +56,19 @@ def pointwise_reranker(setup: LoopSetup, backend: TransformersBackend | None = N
                                     response_cache=response_cache or ResponseCache())
 
 
+def validate(setup: LoopSetup, model=None) -> dict[str, float]:
+    """The retriever's leave-one-out validation NDCG@10 / Recall@10 (default: the SFT model)."""
+    scores = retriever.evaluate(model or setup.served.model, setup.sets.split,
+                                setup.served.vocab, "valid")
+    return {k: scores[k] for k in ("ndcg@10", "recall@10")}
+
+
 def run_feedback(setup: LoopSetup, reranker: object, config: feedback.LoopConfig,
                  n_train: int = 200, progress: bool = False) -> feedback.LoopResult:
     """The loop on `n_train` training conversations, validated each round on the leave-one-out
     validation targets; rounds are cached under `cache_dir()/feedback/`."""
     conversations = sample_conversations(setup.sets.train, n_train)
-    split, vocab = setup.sets.split, setup.served.vocab
-
-    def validate(model) -> dict[str, float]:
-        scores = retriever.evaluate(model, split, vocab, "valid")
-        return {k: scores[k] for k in ("ndcg@10", "recall@10")}
+    vocab = setup.served.vocab
 
     key = cache.fingerprint(asdict(config), str(setup.run_directory.name),
                             getattr(getattr(reranker, "backend", None), "model", None),
@@ -73,7 +76,8 @@ def run_feedback(setup: LoopSetup, reranker: object, config: feedback.LoopConfig
                             [c.conversation_id for c in conversations])
     directory = cache.cache_dir() / "feedback" / f"loop-{key}"
     return feedback.run_loop(setup.served.model, vocab, conversations, reranker, config,
-                             directory, validate=validate, progress=progress)
+                             directory, validate=lambda model: validate(setup, model),
+                             progress=progress)
 
 
 def compare(setup: LoopSetup, reranker: object, loop: feedback.LoopResult,
@@ -128,3 +132,17 @@ def verdict(table: pd.DataFrame, metric: str = "ndcg@10") -> str:
              f"{table.at['RAR, SFT retriever', recall]:.3f} before the loop, "
              f"{table.at['RAR after the feedback loop', recall]:.3f} after."]
     return "\n".join(lines)
+
+
+def pair_sources(records: list[feedback.Feedback]) -> pd.Series:
+    """Where a round's pairs come from: the rejected set missed the target (a signal the
+    supervised retriever already had), or both sets held it and the LLM ranked it differently
+    because of the other candidates (the LLM's own signal)."""
+    counts = {"rejected set missed the target": 0, "both sets held it, LLM ranked it differently": 0}
+    for record in records:
+        target = record.conversation.targets[0]
+        for _, rejected in record.pairs:
+            key = ("both sets held it, LLM ranked it differently" if target in record.sets[rejected]
+                   else "rejected set missed the target")
+            counts[key] += 1
+    return pd.Series(counts, name="pairs")

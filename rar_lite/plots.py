@@ -151,9 +151,10 @@ def plot_feedback_loop() -> plt.Axes:
     return ax
 
 
-def plot_loop_curves(history: pd.DataFrame) -> plt.Figure:
-    """Per round: mean reward of the sampled sets, the retriever's validation NDCG@10, and its
-    log-ratio to π_ref (a Monte-Carlo KL estimate)."""
+def plot_loop_curves(history: pd.DataFrame, start: dict[str, float] | None = None) -> plt.Figure:
+    """Per round: mean reward of the sampled sets, the retriever's validation NDCG@10 (with the
+    SFT retriever's value, `start["ndcg@10"]`, as a dashed line), and its log-ratio to π_ref (a
+    Monte-Carlo KL estimate)."""
     panels = [("reward", "NDCG@10", "Mean reward of the sampled sets"),
               ("valid ndcg@10", "NDCG@10", "Retriever, validation"),
               ("log_ratio", "nats", "log π(S) − log π_ref(S)")]
@@ -161,6 +162,9 @@ def plot_loop_curves(history: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
     for ax, (column, unit, title) in zip(axes[0], panels):
         ax.plot(history["round"], history[column], marker="o")
+        if column == "valid ndcg@10" and start and "ndcg@10" in start:
+            ax.axhline(start["ndcg@10"], ls="--", color="grey", label="SFT retriever")
+            ax.legend()
         ax.set(xlabel="round", ylabel=unit, title=title)
         ax.set_xticks(history["round"])
     fig.tight_layout()

@@ -54,7 +54,9 @@ def main() -> None:
         loop = loop_study.run_feedback(setup, reranker, config, args.train, progress=True)
         test = loop_study.sample_conversations(setup.sets.test, args.test)
         results = loop_study.compare(setup, reranker, loop, test, progress=True)
+        sft = loop_study.validate(setup)
         wall.append({"seed": seed, "reranker": which, "missing": missing,
+                     "SFT valid ndcg@10": sft["ndcg@10"],
                      "loop seconds": loop.seconds,
                      "total seconds": time.perf_counter() - started})
         curves.append(loop.history.assign(seed=seed, reranker=which, missing=missing))

@@ -65,3 +65,18 @@ def test_loop_verdict_is_written_from_the_table() -> None:
     assert "+10.0% relative to RAR-SFT" in text
     assert "candidate recall@20 (the target among the candidates): 0.120 before the loop, " \
            "0.150 after." in text
+
+
+def test_pair_sources_split_by_the_rejected_set() -> None:
+    from rar_lite import feedback, loop_study
+
+    conversation = case(0, 7)
+    records = [feedback.Feedback(conversation, [1], [[7, 8], [9, 10]], [[7, 8], [9, 10]],
+                                 [1.0, 0.0], [(0, 1)]),
+               feedback.Feedback(conversation, [1], [[7, 8], [8, 7]], [[7, 8], [8, 7]],
+                                 [1.0, 0.63], [(0, 1)]),
+               feedback.Feedback(conversation, [1], [[8, 9], [9, 10]], [[8, 9], [9, 10]],
+                                 [0.0, 0.0], [])]
+    sources = loop_study.pair_sources(records)
+    assert sources["rejected set missed the target"] == 1
+    assert sources["both sets held it, LLM ranked it differently"] == 1

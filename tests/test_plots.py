@@ -35,6 +35,8 @@ def test_other_figures() -> None:
     assert all(_labelled(ax) for ax in plots.plot_tuning(tuning).axes)
     rounds = pd.DataFrame({"round": [1, 2], "reward": [0.3, 0.4], "valid ndcg@10": [0.07, 0.08],
                            "log_ratio": [0.0, 0.5]})
-    assert all(_labelled(ax) for ax in plots.plot_loop_curves(rounds).axes)
+    curves = plots.plot_loop_curves(rounds, start={"ndcg@10": 0.07})
+    assert all(_labelled(ax) for ax in curves.axes)
+    assert curves.axes[1].get_legend() is not None  # the SFT reference line
     diagram = plots.plot_feedback_loop()
     assert diagram.get_title() and len(diagram.texts) == 12  # 6 boxes, 6 arrows
