@@ -74,7 +74,8 @@ def main() -> None:
     print(table.round(4).to_string())
     history = pd.concat(curves, ignore_index=True)
     print(history.round(4).to_string())
-    print(pd.DataFrame(wall).round(1).to_string())
+    print(pd.DataFrame(wall).round({"SFT valid ndcg@10": 4, "loop seconds": 1,
+                                    "total seconds": 1}).to_string())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
