@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from rar_lite import cache, dpo, plackett_luce, rerank
 from rar_lite.conversations import Conversation
+from rar_lite.retriever import score_histories
 from rar_lite.seqrec import ItemVocab, SequentialRecommender, pad_right
 
 MISSING = ("skip", "insert")
@@ -112,16 +113,14 @@ def collect_feedback(model: SequentialRecommender, vocab: ItemVocab,
     generator = torch.Generator().manual_seed(config.seed * 1_000 + round_)
     cases = [(c, vocab.encode(list(c.history))) for c in conversations
              if c.targets and c.targets[0] in vocab]
-    model.eval()
-    with torch.no_grad():
-        scores = torch.cat([_scores(model, [h for _, h in cases[s:s + 256]])
-                            for s in range(0, len(cases), 256)]) if cases else None
-    out = []
     if not cases:
-        return out
-    allowed = _allowed([h for _, h in cases], model.config.n_items)
-    samples = plackett_luce.sample(scores, config.k, config.sets, allowed,
+        return []
+    histories = [h for _, h in cases]
+    scores = score_histories(model, histories)  # eval mode, no gradients, batched
+    samples = plackett_luce.sample(scores, config.k, config.sets,
+                                   _allowed(histories, model.config.n_items),
                                    config.temperature, generator)
+    out = []
     for row, (conversation, history) in enumerate(tqdm(cases, desc=f"round {round_ + 1} feedback",
                                                        disable=not progress)):
         target = conversation.targets[0]
@@ -138,12 +137,16 @@ def collect_feedback(model: SequentialRecommender, vocab: ItemVocab,
     return out
 
 
+def _orders(vocab: ItemVocab, sets: list[list[int]]) -> torch.Tensor:
+    return torch.tensor([[vocab.index(i) - 1 for i in s] for s in sets])
+
+
 def set_log_probs(model: SequentialRecommender, vocab: ItemVocab, histories: list[list[int]],
                   sets: list[list[int]], temperature: float) -> torch.Tensor:
     """log π(S) of each ordered set (corpus ids) after its history, differentiable."""
     allowed = _allowed(histories, model.config.n_items)
-    orders = torch.tensor([[vocab.index(i) - 1 for i in s] for s in sets])
-    return plackett_luce.log_prob(_scores(model, histories), orders, allowed, temperature)
+    return plackett_luce.log_prob(_scores(model, histories), _orders(vocab, sets), allowed,
+                                  temperature)
 
 
 def update(model: SequentialRecommender, reference: SequentialRecommender, vocab: ItemVocab,
@@ -162,19 +165,19 @@ def update(model: SequentialRecommender, reference: SequentialRecommender, vocab
         for start in range(0, len(order), config.batch_size):
             batch = [pairs[i] for i in order[start:start + config.batch_size]]
             histories = [f.history for f, _, _ in batch]
-            chosen = [f.sets[c] for f, c, _ in batch]
-            rejected = [f.sets[r] for f, _, r in batch]
-            with torch.no_grad():
-                ref_c = set_log_probs(reference, vocab, histories, chosen, config.temperature)
-                ref_r = set_log_probs(reference, vocab, histories, rejected, config.temperature)
-            pol_c = set_log_probs(model, vocab, histories, chosen, config.temperature)
-            pol_r = set_log_probs(model, vocab, histories, rejected, config.temperature)
-            loss = dpo.dpo_loss(pol_c, pol_r, ref_c, ref_r, config.beta).mean()
+            allowed = _allowed(histories, model.config.n_items)
+            chosen = _orders(vocab, [f.sets[c] for f, c, _ in batch])
+            rejected = _orders(vocab, [f.sets[r] for f, _, r in batch])
+            with torch.no_grad():  # one scoring pass per model serves both sides of the pairs
+                reference_scores = _scores(reference, histories)
+            scores = _scores(model, histories)
+            log_probs = [plackett_luce.log_prob(s, orders, allowed, config.temperature)
+                         for s in (scores, reference_scores) for orders in (chosen, rejected)]
+            loss = dpo.dpo_loss(*log_probs, beta=config.beta).mean()
             if config.sft_weight > 0:
                 targets = torch.tensor([vocab.index(f.conversation.targets[0]) - 1
                                         for f, _, _ in batch])
-                loss = loss + config.sft_weight * F.cross_entropy(_scores(model, histories),
-                                                                  targets)
+                loss = loss + config.sft_weight * F.cross_entropy(scores, targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
