@@ -1,9 +1,13 @@
 """The `rar-lite` command line.
 
+Usage::
+
     rar-lite corpus [--rebuild]          build (or load) the corpus and print its card
     rar-lite resolve NAME [NAME ...]     resolve movie names to corpus items
     rar-lite score-generations --dataset-dir DIR --generations FILE [--protocol cikm23]
                                          score raw LLM answers as He et al. (CIKM 2023) did
+    rar-lite evaluate [--quick] [--systems ...] [--datasets ...] [--seeds ...] [--out DIR]
+                                         chapter 6: RAR against its baselines, tables to DIR
 """
 
 from __future__ import annotations
@@ -40,6 +44,39 @@ def _score_generations(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from rar_lite import evaluation
+
+    chosen = {key: value for key, value in {
+        "systems": args.systems, "datasets": args.datasets, "seeds": args.seeds,
+        "n_simulated": args.n_simulated, "n_inspired": args.n_inspired,
+        "n_generate": args.n_generate, "inspired_dir": args.inspired_dir}.items()
+        if value is not None}
+    try:
+        config = (evaluation.EvalConfig.quick_run(**chosen) if args.quick
+                  else evaluation.EvalConfig(**chosen))
+    except ValueError as error:
+        print(f"rar-lite evaluate: {error}", file=sys.stderr)
+        return 2
+    result = evaluation.evaluate(config, progress=not args.no_progress)
+    pd.set_option("display.width", 200)
+    for dataset in config.datasets:
+        for condition in evaluation.CONDITIONS:
+            print(f"\n{dataset}, {condition} pairs")
+            print(evaluation.main_table(
+                result, dataset, condition,
+                references=dataset == "inspired" and condition == "all").to_string())
+        if {"rar-sft", "retriever"} <= set(config.systems):
+            test = result.paired(dataset, "rar-sft", "retriever")
+            print(f"RAR (SFT) - retriever only, NDCG@10: {test['diff']:+.4f} "
+                  f"[{test['low']:+.4f}, {test['high']:+.4f}], p = {test['p']:.4f}")
+    print("\ncost (empty LLM cache)\n" + result.cost.round(3).to_string())
+    print(f"\nwritten to {result.save(args.out)} ({result.seconds / 60:.1f} min)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (one sub-command per task)."""
     parser = argparse.ArgumentParser(prog="rar-lite", description=__doc__.splitlines()[0])
@@ -59,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="JSONL: one line per answered turn, with 'index' and 'text' or 'resp'")
     score.add_argument("--protocol", choices=("cikm23",), default="cikm23")
     score.set_defaults(run=_score_generations)
+    ev = commands.add_parser("evaluate", help="RAR against its baselines (chapter 6)")
+    ev.add_argument("--quick", action="store_true", help="a small run (what CI executes)")
+    ev.add_argument("--systems", nargs="+", help="default: all of popularity retriever llm "
+                    "keyword rar-sft rar-loop rar-generate")
+    ev.add_argument("--datasets", nargs="+", help="default: simulated inspired")
+    ev.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2")
+    ev.add_argument("--n-simulated", type=int, help="simulated test conversations")
+    ev.add_argument("--n-inspired", type=int, help="INSPIRED turns (default: all)")
+    ev.add_argument("--n-generate", type=int, help="conversations for RAR's generation mode")
+    ev.add_argument("--inspired-dir", help="INSPIRED directory (default: $RAR_LITE_INSPIRED_DIR)")
+    ev.add_argument("--out", default="results/evaluation", help="directory for the tables")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ev.set_defaults(run=_evaluate)
     return parser
 
 

@@ -117,12 +117,21 @@ class ResponseCache:
 
 
 def cached_generate(backend: Backend, prompts: Sequence[str], response_cache: ResponseCache,
-                    max_new_tokens: int = 64, temperature: float = 0.0) -> list[str]:
-    """`backend.generate` through the cache; only the prompts not cached are sent."""
+                    max_new_tokens: int = 64, temperature: float = 0.0,
+                    prefix: str = "") -> list[str]:
+    """`backend.generate` through the cache; only the prompts not cached are sent. A `prefix`
+    (the start of the answer, e.g. "1.") goes to backends that can prefill an answer."""
     parts = {"backend": backend.name, "model": backend.model, "max_new_tokens": max_new_tokens,
              "temperature": temperature}
-    found = response_cache.get_or_compute_each(
-        parts, prompts, lambda missing: backend.generate(missing, max_new_tokens, temperature))
+    if prefix:
+        parts["prefix"] = prefix
+
+    def compute(missing: list[str]) -> list[str]:
+        if prefix:
+            return backend.generate(missing, max_new_tokens, temperature, prefix=prefix)
+        return backend.generate(missing, max_new_tokens, temperature)
+
+    found = response_cache.get_or_compute_each(parts, prompts, compute)
     return [str(value) for value in found]
 
 
@@ -402,11 +411,12 @@ class TransformersBackend:
         return torch.cat(out)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 64,
-                 temperature: float = 0.0, batch_size: int = 4) -> list[str]:
-        """Answers to raw user prompts (the chat template is applied here)."""
+                 temperature: float = 0.0, batch_size: int = 4, prefix: str = "") -> list[str]:
+        """Answers to raw user prompts (the chat template is applied here). `prefix` starts the
+        assistant's answer (e.g. "1." for a list) and is included in the returned text."""
         import torch
 
-        texts = [self.chat_prompt(p) for p in prompts]
+        texts = [self.chat_prompt(p) + prefix for p in prompts]
         answers = []
         with torch.no_grad():
             for start in range(0, len(texts), batch_size):
@@ -417,7 +427,8 @@ class TransformersBackend:
                     temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
                     pad_token_id=self.tokenizer.pad_token_id)
                 new = output[:, batch["input_ids"].shape[1]:]
-                answers += self.tokenizer.batch_decode(new, skip_special_tokens=True)
+                answers += [prefix + a for a in
+                            self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         return answers
 
 

@@ -31,10 +31,12 @@ class LoopSetup:
     run_directory: Path  # where its training run lives (identifies it)
 
 
-def loop_setup(seed: int = 0, quick: bool = False, progress: bool = False) -> LoopSetup:
-    """Data (seed 0) and the chapter-3 LRURec trained with `seed` (cached)."""
+def loop_setup(seed: int = 0, quick: bool = False, progress: bool = False,
+               sets: simulate.SimulatedSets | None = None) -> LoopSetup:
+    """Data (seed 0; pass `sets` to reuse them) and the chapter-3 LRURec trained with `seed`
+    (cached)."""
     corpus = load_corpus()
-    sets = simulate.simulated_sets(corpus, seed=DATA_SEED, progress=progress)
+    sets = sets or simulate.simulated_sets(corpus, seed=DATA_SEED, progress=progress)
     served, result = retriever.fit_retriever(sets.split, "lrurec", seed=seed, quick=quick,
                                              progress=progress)
     return LoopSetup(corpus, sets, served, result.directory)

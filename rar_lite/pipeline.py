@@ -24,7 +24,7 @@ class PipelineRun:
 
     candidates: list[list[int]]
     rankings: list[rerank.Ranking]
-    per_pair: pd.DataFrame  # one row per (conversation, target): metrics + candidate recall
+    per_pair: pd.DataFrame  # see `score_rankings`
     seconds: float  # wall time per conversation (retrieval + reranking)
 
     def summary(self) -> dict[str, float]:
@@ -32,9 +32,34 @@ class PipelineRun:
 
 
 def retrieve(served: Retriever, conversations: list[Conversation], k: int = 20) -> list[list[int]]:
-    """Top-`k` corpus ids for each conversation's history (history items excluded)."""
+    """Top-`k` corpus ids for each conversation's history (history items excluded); `served`
+    may be anything with the retriever's `topk(histories, k)`, e.g. a popularity baseline."""
     ids, _ = served.topk([list(c.history) for c in conversations], k)
     return [[int(i) for i in row] for row in ids]
+
+
+def score_rankings(conversations: list[Conversation], rankings: list[rerank.Ranking],
+                   candidates: list[list[int]] | None = None, ks: tuple[int, ...] = (5, 10),
+                   k: int = 20) -> pd.DataFrame:
+    """One row per (conversation, target) pair, indexed by (conversation_id, target): NDCG@ks and
+    Recall@ks of the ranking and, when `candidates` are given, whether the target was among them
+    ("candidate recall@k")."""
+    if len(rankings) != len(conversations) or (candidates is not None
+                                                and len(candidates) != len(conversations)):
+        raise ValueError("conversations, rankings and candidates must align one to one")
+    rows, index = [], []
+    for n, (conversation, ranking) in enumerate(zip(conversations, rankings)):
+        ranks = metrics.ranks_in_list(ranking.items, conversation.targets)
+        values = metrics.per_pair_metrics(ranks, ks)
+        for j, target in enumerate(conversation.targets):
+            row = {f"{m}@{kk}": float(values[f"{m}@{kk}"][j]) for kk in ks
+                   for m in ("ndcg", "recall")}
+            if candidates is not None:
+                row[f"candidate recall@{k}"] = float(target in candidates[n])
+            rows.append(row)
+            index.append((conversation.conversation_id, int(target)))
+    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["conversation_id",
+                                                                          "target"]))
 
 
 def run_pipeline(served: Retriever, reranker: object, conversations: list[Conversation],
@@ -50,17 +75,8 @@ def run_pipeline(served: Retriever, reranker: object, conversations: list[Conver
         list(zip(conversations, candidates)), desc=name or getattr(reranker, "name", "rerank"),
         disable=not progress)]
     seconds = (time.perf_counter() - started) / len(conversations)
-    rows = []
-    for conversation, pool, ranking in zip(conversations, candidates, rankings):
-        ranks = metrics.ranks_in_list(ranking.items, conversation.targets)
-        values = metrics.per_pair_metrics(ranks, ks)
-        in_pool = [t in pool for t in conversation.targets]
-        for j in range(len(ranks)):
-            row = {f"{m}@{kk}": float(values[f"{m}@{kk}"][j]) for kk in ks
-                   for m in ("ndcg", "recall")}
-            row[f"candidate recall@{k}"] = float(in_pool[j])
-            rows.append(row)
-    return PipelineRun(candidates, rankings, pd.DataFrame(rows), seconds)
+    return PipelineRun(candidates, rankings,
+                       score_rankings(conversations, rankings, candidates, ks, k), seconds)
 
 
 def mean_std(runs: dict[str, list[dict[str, float]]]) -> pd.DataFrame:

@@ -3,6 +3,8 @@ its axes, so a notebook cell is a single call."""
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -60,7 +62,7 @@ def plot_narrowing(narrowing: pd.DataFrame, ax: plt.Axes | None = None) -> plt.A
 
 def plot_lru_ring(eigenvalues: np.ndarray, steps: int = 60) -> plt.Figure:
     """The LRU picture: eigenvalues on a ring in the complex plane (left) and how fast the
-    memory of one input fades, |λ|^t, for the slowest, median and fastest channel (right)."""
+    memory of one input fades, abs(λ)^t, for the slowest, median and fastest channel (right)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     theta = np.linspace(0, 2 * np.pi, 200)
     for radius in (0.8, 0.99, 1.0):
@@ -167,5 +169,32 @@ def plot_loop_curves(history: pd.DataFrame, start: dict[str, float] | None = Non
             ax.legend()
         ax.set(xlabel="round", ylabel=unit, title=title)
         ax.set_xticks(history["round"])
+    fig.tight_layout()
+    return fig
+
+
+def plot_popularity_bias(buckets: pd.DataFrame, recommended: pd.DataFrame,
+                         metric: str = "ndcg@10") -> plt.Figure:
+    """Left: `metric` by target-popularity bucket for each system (`evaluation.bucket_table`);
+    right: how popular the recommended items are, next to the targets' own popularity
+    (`evaluation.recommended_popularity`; interactions + 1 on a log axis)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
+    scores = buckets.drop(index="pairs (targets)", errors="ignore")
+    long = scores.reset_index(names="system").melt(id_vars="system", var_name="bucket",
+                                                   value_name=metric)
+    sns.barplot(data=long, y="system", x=metric, hue="bucket", ax=left)
+    sizes = buckets.loc["pairs (targets)"] if "pairs (targets)" in buckets.index else None
+    title = f"{metric} by the target's popularity"
+    if sizes is not None:
+        title += "\n(" + ", ".join(f"{b}: {int(n)} targets" for b, n in sizes.items()) + ")"
+    left.set(title=title, ylabel="system")
+    data = recommended.assign(**{"interactions + 1": recommended["interactions"] + 1})
+    order = list(dict.fromkeys(data["system"]))
+    with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated `vert`
+        warnings.simplefilter("ignore", DeprecationWarning)
+        sns.boxplot(data=data, y="system", x="interactions + 1", order=order, ax=right,
+                    color="tab:orange", fliersize=1)
+    right.set(xscale="log", ylabel="system", title="Popularity of the top-10 recommendations\n"
+                                             "(training interactions per item)")
     fig.tight_layout()
     return fig

@@ -37,3 +37,27 @@ def gini(counts: pd.Series | np.ndarray) -> float:
         raise ValueError("gini needs at least one item with a positive count")
     ranks = np.arange(1, n + 1)
     return float((2 * ranks - n - 1).dot(values) / (n * values.sum()))
+
+
+BUCKETS: tuple[str, ...] = ("head", "torso", "tail")
+
+
+def buckets(counts: pd.Series) -> pd.Series:
+    """Head / torso / tail label of each item (index: item id), by equal shares of interactions:
+    items sorted by count (ties: smaller id first), the head holds the first third of all
+    interactions, the torso the second, the tail the rest (items with no interaction included).
+
+    >>> buckets(pd.Series({1: 6, 2: 3, 3: 2, 4: 1})).tolist()
+    ['head', 'torso', 'tail', 'tail']
+    """
+    if counts.empty or counts.sum() <= 0:
+        raise ValueError("buckets need at least one item with a positive count")
+    if (counts < 0).any():
+        raise ValueError("interaction counts must be non-negative")
+    frame = pd.DataFrame({"item": counts.index, "count": counts.to_numpy(dtype="float64")})
+    frame = frame.sort_values(["count", "item"], ascending=[False, True], kind="stable")
+    before = (frame["count"].cumsum() - frame["count"]) / frame["count"].sum()  # share ahead
+    labels = np.where(before < 1 / 3, BUCKETS[0], np.where(before < 2 / 3, BUCKETS[1],
+                                                            BUCKETS[2]))
+    labels = np.where(frame["count"] > 0, labels, BUCKETS[2])
+    return pd.Series(labels, index=frame["item"].to_numpy(), name="bucket").reindex(counts.index)

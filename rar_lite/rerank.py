@@ -115,22 +115,27 @@ class KeywordReranker:
                                             text)),
                 "mpaa": set(re.findall(r"\brated (pg-13|nc-17|pg|r)\b", text))}
 
-    def score(self, wants: dict, item_id: int) -> float:
+    def matches(self, wants: dict, item_id: int) -> list[str]:
+        """The stated attributes the item's metadata matches, as readable reasons."""
         row = self.items.loc[item_id]
-        score = float(len(wants["genres"] & set(row["genres"])))
+        reasons = [f"genre {g}" for g in sorted(wants["genres"] & set(row["genres"]))]
         year = row["year"]
         if wants["decades"] and pd.notna(year) and int(year) // 10 * 10 in wants["decades"]:
-            score += 1
+            reasons.append(f"from the {int(year) // 10 * 10}s")
         runtime, rating = row["runtime_min"], row["imdb_rating"]
         if wants["short"] and pd.notna(runtime) and runtime <= 95:
-            score += 1
+            reasons.append(f"short ({int(runtime)} min)")
         if wants["long"] and pd.notna(runtime) and runtime >= 130:
-            score += 1
+            reasons.append(f"long ({int(runtime)} min)")
         if wants["acclaimed"] and pd.notna(rating) and rating >= 7.5:
-            score += 1
+            reasons.append(f"acclaimed (IMDb {rating:.1f})")
         if isinstance(row["mpaa"], str) and row["mpaa"].lower() in wants["mpaa"]:
-            score += 1
-        return score
+            reasons.append(f"rated {row['mpaa']}")
+        return reasons
+
+    def score(self, wants: dict, item_id: int) -> float:
+        """How many stated attributes the item matches (see `matches`)."""
+        return float(len(self.matches(wants, item_id)))
 
     def rank(self, conversation: Conversation, candidates: Sequence[int]) -> Ranking:
         candidates = _check(candidates)
@@ -281,23 +286,27 @@ class GenerationReranker(_LLMReranker):
         return rank_from_answer(raw, candidates, self.matcher)
 
 
+def resolve_names(names: Sequence[str], matcher: TitleMatcher) -> tuple[list[int], list[str]]:
+    """(corpus ids of the names that resolve, in order; the names that resolve to nothing)."""
+    resolved: list[int] = []
+    hallucinated: list[str] = []
+    for name in names:
+        found = matcher.resolve(name)
+        if found is None:
+            hallucinated.append(name)
+        else:
+            resolved.append(found.item_id)
+    return resolved, hallucinated
+
+
 def rank_from_answer(raw: str, candidates: list[int], matcher: TitleMatcher) -> Ranking:
     """Turn a generated answer into a Ranking: named candidates first (in the answer's order),
     then the rest in the retriever's order; record hallucinated and outside names."""
     names = parsing.parse_list(raw)
     pool = set(candidates)
-    listed: list[int] = []
-    hallucinated: list[str] = []
-    outside: list[int] = []
-    for name in names:
-        found = matcher.resolve(name)
-        if found is None:
-            hallucinated.append(name)
-        elif found.item_id in pool:
-            if found.item_id not in listed:
-                listed.append(found.item_id)
-        else:
-            outside.append(found.item_id)
+    resolved, hallucinated = resolve_names(names, matcher)
+    listed = [i for i in dict.fromkeys(resolved) if i in pool]
+    outside = [i for i in resolved if i not in pool]
     failure = None if names else "no parsable list in the answer"
     items = listed + [c for c in candidates if c not in listed]
     return Ranking(items, None, failure, raw, listed, hallucinated, outside)

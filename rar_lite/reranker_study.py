@@ -36,10 +36,12 @@ class StudySetup:
 
 
 def study_setup(n_conversations: int = 150, k: int = 20, seed: int = 0,
-                quick: bool = False, progress: bool = False) -> StudySetup:
-    """Simulated sets, the chapter-3 LRURec (cached), and `n_conversations` validation cases."""
+                quick: bool = False, progress: bool = False,
+                sets: simulate.SimulatedSets | None = None) -> StudySetup:
+    """Simulated sets (simulated with `seed`, or `sets` when given), the chapter-3 LRURec
+    (cached), and `n_conversations` validation cases."""
     corpus = load_corpus()
-    sets = simulate.simulated_sets(corpus, seed=seed, progress=progress)
+    sets = sets or simulate.simulated_sets(corpus, seed=seed, progress=progress)
     served, _ = retriever.fit_retriever(sets.split, "lrurec", seed=seed, quick=quick,
                                         progress=progress)
     rng = np.random.default_rng(seed)
@@ -160,6 +162,20 @@ def tuned_backend(setup: StudySetup, config=None, n_train: int = 1000, seed: int
     result = tune_pointwise(examples, config, cache.cache_dir() / "adapters" / f"pointwise-{key}",
                             progress=progress)
     return TransformersBackend(adapter=result.adapter), result
+
+
+def chapter_backend(quick: bool = False, sets: simulate.SimulatedSets | None = None,
+                    n_train: int | None = None, steps: int | None = None,
+                    batch_size: int | None = None):
+    """Chapter 4's tuned pointwise backend with the chapter's settings (QUICK: 8 conversations,
+    2 steps of 4), for the later chapters; the adapter chapter 4 cached is reused."""
+    from rar_lite.tune import TuneConfig
+
+    study = study_setup(4 if quick else 100, seed=0, quick=quick, sets=sets)
+    defaults = TuneConfig()
+    config = TuneConfig(steps=steps or (2 if quick else defaults.steps),
+                        batch_size=batch_size or (4 if quick else defaults.batch_size), seed=0)
+    return tuned_backend(study, config, n_train=n_train or (8 if quick else 1000))[0]
 
 
 def describe(table: pd.DataFrame, metric: str = "ndcg@10") -> str:

@@ -7,8 +7,8 @@ map a sequence to one hidden vector per position; the score of item i after posi
 `h_t · e_i + b_i` with the item embeddings tied to the input embeddings.
 
 LRURec's linear recurrent unit is a complex diagonal recurrence h_t = λ ⊙ h_{t-1} + γ ⊙ B x_t
-with eigenvalues λ initialised on a ring (|λ| in [r_min, r_max], phases in [0, 2π)), input
-normalisation γ = sqrt(1 - |λ|²), and output Re(C h_t) (a real linear map of [Re h, Im h]).
+with eigenvalues λ initialised on a ring (modulus in [r_min, r_max], phases in [0, 2π)),
+input normalisation γ = sqrt(1 - abs(λ)²), and output Re(C h_t) (a real linear map of [Re h, Im h]).
 Training computes it with a log-depth parallel scan (`parallel_scan`); `sequential_scan` is the
 step-by-step reference a test compares it with.
 """

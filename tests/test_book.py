@@ -23,6 +23,13 @@ def test_every_notebook_is_in_the_toc() -> None:
     assert NOTEBOOKS == sorted(NOTEBOOKS)  # reading order is chapter order
 
 
+def test_api_reference_lists_every_module() -> None:
+    page = (ROOT / "book" / "api.md").read_text()
+    modules = sorted(p.stem for p in (ROOT / "rar_lite").glob("*.py") if p.stem != "__init__")
+    missing = [m for m in modules if f".. automodule:: rar_lite.{m}\n" not in page]
+    assert not missing, f"add to book/api.md: {missing}"
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=str)
 def test_notebook_form(notebook: Path) -> None:
     nb = nbformat.read(ROOT / notebook, as_version=4)

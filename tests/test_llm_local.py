@@ -83,6 +83,20 @@ def test_generation_records_hallucinations(backend, corpus, items, matcher) -> N
     assert named > 0 or ranking.failure
 
 
+def test_answer_prefix_starts_the_answer(backend, matcher, tmp_path: Path) -> None:
+    from rar_lite.baselines import OpenRecommender
+
+    prompt = prompts.open_prompt(conversation("A heist movie like Heat, please."), n=3)
+    answer = backend.generate([prompt], max_new_tokens=12, prefix="1.")[0]
+    plain = backend.generate([prompt], max_new_tokens=12)[0]
+    assert answer.startswith("1.") and answer != "1." + plain  # the prefix steers the answer
+    responses = llm.ResponseCache(tmp_path / "r.sqlite")
+    opener = OpenRecommender(backend, matcher, n=3, max_new_tokens=12, response_cache=responses)
+    assert opener.prefix == "1."
+    assert opener.answers([conversation("A heist movie like Heat, please.")]) == [answer]
+    assert llm.cached_generate(backend, [prompt], responses, 12) == [plain]  # its own key
+
+
 def tiny_examples(corpus: pd.DataFrame, items: list[int]) -> list[tune.Example]:
     texts = corpus.set_index("item_id")["text"]
     return [tune.Example("a funny animated movie for kids", texts[items[1]], 1, 0),

@@ -40,3 +40,17 @@ def test_other_figures() -> None:
     assert curves.axes[1].get_legend() is not None  # the SFT reference line
     diagram = plots.plot_feedback_loop()
     assert diagram.get_title() and len(diagram.texts) == 12  # 6 boxes, 6 arrows
+
+
+def test_popularity_bias_figure() -> None:
+    buckets = pd.DataFrame({"head": [0.2, 0.3, 5], "tail": [0.0, 0.1, 7]},
+                           index=["Popularity", "RAR, SFT retriever", "pairs (targets)"])
+    recommended = pd.DataFrame({"system": ["Popularity", "Popularity", "targets (ground truth)"],
+                                "interactions": [300.0, 250.0, 0.0]})
+    fig = plots.plot_popularity_bias(buckets, recommended)
+    left, right = fig.axes
+    assert all(_labelled(ax) for ax in (left, right))
+    assert "head: 5 targets" in left.get_title() and right.get_xscale() == "log"
+    assert len(left.patches) >= 4  # 2 systems x 2 buckets (the size row is not a system)
+    assert [t.get_text() for t in right.get_yticklabels()] == ["Popularity",
+                                                               "targets (ground truth)"]

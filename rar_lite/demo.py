@@ -1,0 +1,212 @@
+"""Chapter 8's interactive demo: type what you liked and what you want, see RAR work.
+
+`DemoEngine` holds the logic (no widgets): the liked movies are resolved with the title matcher
+and become the retriever's history; the request and the liked titles become a one-turn
+conversation; a chosen retriever proposes K candidates and a chosen ranking mode orders them; each
+ranked movie comes with the stated attributes its metadata matches (the reason the metadata
+gives). `build_demo(engine)` wraps it in ipywidgets (persona picker, text boxes, toggles, a
+button, an HTML result), so the widget layer is thin and testable headless.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+
+from rar_lite import parsing, rerank
+from rar_lite.conversations import Conversation, Turn
+from rar_lite.matching import TitleMatcher
+from rar_lite.retriever import Retriever
+
+OPENER = "Hi! What would you like to watch?"
+
+
+@dataclass(frozen=True)
+class Persona:
+    """A prepared seeker: movies they liked and what they ask for now."""
+
+    liked: str
+    request: str
+
+
+PERSONAS: dict[str, Persona] = {
+    "heist fan": Persona("Heat (1995), The Usual Suspects (1995)",
+                         "Something tense from the 90s, not too long, please."),
+    "family night": Persona("Toy Story (1995), Babe (1995)",
+                            "A funny animated movie for my kids, rated G."),
+    "romantic": Persona("Titanic (1997), Casablanca (1942)",
+                        "I'm after a highly rated romantic movie. Over two hours is ok."),
+    "sci-fi": Persona("The Matrix (1999), Alien (1979)",
+                      "An acclaimed sci-fi movie from the 80s."),
+}
+
+
+@dataclass
+class DemoResult:
+    """What one request produced: the resolved history, the names that did not resolve, the
+    candidates (retriever order) and the final ranking with reasons."""
+
+    conversation: Conversation
+    unresolved: list[str]
+    candidates: pd.DataFrame  # rank, title, year, genres, retriever score
+    ranking: pd.DataFrame  # rank, title, year, genres, score, why
+    seconds: float
+
+
+class DemoEngine:
+    """Retrieve and rank for a typed request (see the module docstring).
+
+    `retrievers` and `rankers` map display names to a `Retriever` and to anything with
+    `rank(conversation, candidates)`; the first of each is the default.
+    """
+
+    def __init__(self, corpus: pd.DataFrame, matcher: TitleMatcher,
+                 retrievers: dict[str, Retriever], rankers: dict[str, object],
+                 k: int = 20) -> None:
+        if not retrievers or not rankers:
+            raise ValueError("the demo needs at least one retriever and one ranking mode")
+        self.items = corpus.set_index("item_id")
+        self.matcher, self.retrievers, self.rankers, self.k = matcher, retrievers, rankers, k
+        self.keywords = rerank.KeywordReranker(corpus)
+
+    def conversation(self, liked: str, request: str) -> tuple[Conversation, list[str]]:
+        """The one-turn conversation for the typed text, and the liked names that resolved to
+        no movie."""
+        if not request.strip() and not liked.strip():
+            raise ValueError("type a request or some movies you liked")
+        history, unresolved = [], []
+        for name in parsing.parse_list(liked):
+            found = self.matcher.resolve(name)
+            if found is None:
+                unresolved.append(name)
+            elif found.item_id not in history:
+                history.append(found.item_id)
+        said = request.strip()
+        if history:
+            titles = ", ".join(self.items.at[i, "title"] for i in history)
+            said = f"I liked {titles}. {said}".strip()
+        turns = (Turn("recommender", OPENER), Turn("seeker", said))
+        return Conversation("demo", turns, tuple(history), (), "demo"), unresolved
+
+    def _table(self, items: list[int], scores: list[float] | None) -> pd.DataFrame:
+        rows = self.items.loc[items]
+        table = pd.DataFrame({"rank": range(1, len(items) + 1), "title": rows["title"].to_numpy(),
+                              "year": rows["year"].astype("Int64").to_numpy(),
+                              "genres": [", ".join(g) for g in rows["genres"]]})
+        if scores is not None:
+            table["score"] = [round(s, 3) for s in scores]
+        return table
+
+    def recommend(self, liked: str, request: str, retriever: str | None = None,
+                  ranker: str | None = None, top: int = 10) -> DemoResult:
+        """Retrieve K with `retriever`, order them with `ranker`, keep the `top` best."""
+        retriever = retriever or next(iter(self.retrievers))
+        ranker = ranker or next(iter(self.rankers))
+        for name, options in ((retriever, self.retrievers), (ranker, self.rankers)):
+            if name not in options:
+                raise ValueError(f"unknown option {name!r}; choose from {', '.join(options)}")
+        began = time.perf_counter()
+        conversation, unresolved = self.conversation(liked, request)
+        ids, scores = self.retrievers[retriever].topk([list(conversation.history)], self.k)
+        candidates = [int(i) for i in ids[0]]
+        ranking = self.rankers[ranker].rank(conversation, candidates)
+        wants = self.keywords.wants(conversation)
+        best = ranking.items[:top]
+        final = self._table(best, ranking.scores[:top] if ranking.scores else None)
+        final["why (metadata matching the request)"] = [
+            "; ".join(self.keywords.matches(wants, i)) or "—" for i in best]
+        shown = self._table(candidates, [float(s) for s in scores[0]])
+        return DemoResult(conversation, unresolved, shown.rename(
+            columns={"score": "retriever score"}), final, time.perf_counter() - began)
+
+
+def render(result: DemoResult) -> str:
+    """The result as HTML: the understood request, the ranking, then the candidates."""
+    said = html.escape(result.conversation.seeker_text())
+    notes = (f"<p><b>Not found in the corpus:</b> {html.escape(', '.join(result.unresolved))}</p>"
+             if result.unresolved else "")
+    return (f"<p><b>Seeker:</b> {said}</p>{notes}"
+            f"<h4>Recommended ({result.seconds:.2f} s)</h4>"
+            f"{result.ranking.to_html(index=False, escape=True)}"
+            f"<h4>The retriever's {len(result.candidates)} candidates</h4>"
+            f"{result.candidates.to_html(index=False, escape=True)}")
+
+
+@dataclass
+class Demo:
+    """The widgets of the demo (kept as attributes so tests and readers can drive them)."""
+
+    engine: DemoEngine
+    persona: object
+    liked: object
+    request: object
+    retriever: object
+    ranker: object
+    button: object
+    result: object
+    box: object
+
+    def run(self, *_: object) -> None:
+        """The button's callback: recommend and show the result (or the error)."""
+        self.result.value = "<p>Working…</p>"
+        try:
+            self.result.value = render(self.engine.recommend(
+                self.liked.value, self.request.value, self.retriever.value, self.ranker.value))
+        except ValueError as error:
+            self.result.value = f"<p style='color:#b00'>{html.escape(str(error))}</p>"
+
+
+def build_demo(engine: DemoEngine, persona: str | None = None) -> Demo:
+    """The chat widget: persona picker, liked movies, request, retriever and ranking toggles,
+    a button, and the HTML result."""
+    import ipywidgets as widgets
+
+    own = "(type your own)"
+    picker = widgets.Dropdown(options=[own, *PERSONAS], value=persona or own,
+                              description="Persona")
+    liked = widgets.Text(description="Liked", placeholder="Heat (1995), The Usual Suspects",
+                         layout=widgets.Layout(width="90%"))
+    request = widgets.Textarea(description="Request", placeholder="What do you want now?",
+                               layout=widgets.Layout(width="90%"))
+    retriever = widgets.ToggleButtons(options=list(engine.retrievers), description="Retriever")
+    ranker = widgets.ToggleButtons(options=list(engine.rankers), description="Ranking")
+    button = widgets.Button(description="Recommend", button_style="primary")
+    result = widgets.HTML()
+    box = widgets.VBox([picker, liked, request, retriever, ranker, button, result])
+    demo = Demo(engine, picker, liked, request, retriever, ranker, button, result, box)
+
+    def fill(change: dict) -> None:
+        chosen = PERSONAS.get(change["new"])
+        if chosen is not None:
+            liked.value, request.value = chosen.liked, chosen.request
+
+    picker.observe(fill, names="value")
+    if persona in PERSONAS:
+        fill({"new": persona})
+    button.on_click(demo.run)
+    return demo
+
+
+def chapter_engine(seed: int = 0, quick: bool = False, loop_train: int = 200,
+                   loop_rounds: int = 3, progress: bool = False) -> DemoEngine:
+    """The engine of chapter 8, from what chapters 3–5 built (cached, else built now): the SFT
+    LRURec and the same retriever after the feedback loop; chapter 4's tuned pointwise LLM, the
+    keyword rule and the retriever's own order as ranking modes."""
+    from rar_lite import feedback, loop_study, reranker_study
+    from rar_lite.llm import ResponseCache
+
+    setup = loop_study.loop_setup(seed, quick=quick, progress=progress)
+    tuned = reranker_study.chapter_backend(quick, setup.sets)
+    llm_ranker = loop_study.pointwise_reranker(setup, tuned, ResponseCache())
+    loop = loop_study.run_feedback(setup, llm_ranker,
+                                   feedback.LoopConfig(rounds=loop_rounds, seed=seed),
+                                   loop_train, progress=progress)
+    return DemoEngine(setup.corpus, TitleMatcher(setup.corpus),
+                      {"SFT retriever": setup.served,
+                       "after the feedback loop": setup.served.with_model(loop.model)},
+                      {"LLM (tuned pointwise)": llm_ranker,
+                       "keyword rule": rerank.KeywordReranker(setup.corpus),
+                       "retriever order": rerank.RetrieverOrder()})

@@ -1,0 +1,537 @@
+"""Chapter 6: RAR against its baselines, on simulated and real conversations.
+
+`evaluate(config)` runs named systems on named conversation sets and returns an `Evaluation`:
+per-(conversation, target) metrics for every system and seed, every ranking (with what an LLM
+wrote that resolved to nothing), run times, and a cost table timed with an empty LLM cache.
+`Evaluation.save(directory)` writes them as CSV/JSON/JSONL; `rar-lite evaluate` does both.
+
+Systems (`SYSTEMS`): popularity; the chapter-3 retriever alone; the LLM without retrieval; RAR with
+the SFT retriever (retrieve K, the chapter-4 tuned pointwise reranker orders them); RAR after the
+chapter-5 feedback loop; the keyword rule over the same candidates; and RAR in generation mode
+(the zero-shot LLM writes titles; slow, so run on `n_generate` conversations, to measure
+grounding). Seeded systems (everything built on a trained retriever) run once per seed.
+
+Conversation sets: "simulated" (held-out test users, data seed 0) and "inspired" (the real
+INSPIRED test split read with `load_cikm`; on real data the history is the movies mentioned so
+far). Metrics are per pair; the "recommendation" condition keeps the pairs whose target was not
+mentioned before, "all" keeps every pair (He et al., CIKM 2023). Every system here excludes
+mentioned movies, so on "all" a repeated target is a miss by design.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from rar_lite import (
+    cache,
+    cikm,
+    feedback,
+    loop_study,
+    pipeline,
+    popularity,
+    rerank,
+    reranker_study,
+    simulate,
+    stats,
+)
+from rar_lite.baselines import OpenRecommender, PopularityRecommender
+from rar_lite.conversations import Conversation
+from rar_lite.corpus import load_corpus
+from rar_lite.llm import ResponseCache, TransformersBackend
+from rar_lite.matching import TitleMatcher
+
+#: System key -> display name, in the order tables list them.
+SYSTEMS: dict[str, str] = {
+    "popularity": "Popularity",
+    "retriever": "Retriever only (SFT)",
+    "llm": "LLM without retrieval",
+    "keyword": "Keyword reranker",
+    "rar-sft": "RAR, SFT retriever",
+    "rar-loop": "RAR after the feedback loop",
+    "rar-generate": "RAR, generation mode (zero-shot)",
+}
+SEEDED = ("retriever", "keyword", "rar-sft", "rar-loop")  # depend on a trained retriever
+DATASETS = ("simulated", "inspired")
+CONDITIONS = ("all", "recommendation")
+#: He et al. (CIKM 2023), Table 2/3: zero-shot LLMs on INSPIRED, "all" condition, their protocol
+#: (the LLM writes 20 names, each matched to the nearest entity name; no retrieval, no corpus).
+REFERENCE = {
+    "GPT-4, zero-shot (He et al. 2023)": {"recall@1": 0.0909, "recall@5": 0.1581,
+                                          "recall@10": 0.1937, "recall@20": 0.2609,
+                                          "ndcg@10": 0.1371},
+    "GPT-3.5, zero-shot (He et al. 2023)": {"recall@1": 0.0514, "recall@5": 0.1067,
+                                            "recall@10": 0.1502, "recall@20": 0.2055,
+                                            "ndcg@10": 0.0925},
+}
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate; defaults are the chapter's full run (`EvalConfig.quick_run()`: CI)."""
+
+    systems: tuple[str, ...] = tuple(SYSTEMS)
+    datasets: tuple[str, ...] = DATASETS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    k: int = 20  # candidates retrieved, and the length of every ranking
+    ks: tuple[int, ...] = (1, 5, 10, 20)
+    n_simulated: int = 200  # held-out simulated test conversations (seeded sample)
+    n_inspired: int | None = None  # INSPIRED turns (None: all)
+    n_generate: int = 10  # conversations per set for RAR in generation mode (seed 0)
+    n_cost: int = 5  # simulated conversations timed with an empty LLM cache
+    loop_train: int = 200  # chapter 5's training conversations per loop round
+    loop_rounds: int = 3
+    tune_conversations: int = 1000  # chapter 4's tuning (its cached adapter is reused)
+    tune_steps: int = 100
+    tune_batch: int = 16
+    quick: bool = False
+    inspired_dir: str | None = None  # default: $RAR_LITE_INSPIRED_DIR
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.systems if s not in SYSTEMS]
+        if unknown:
+            raise ValueError(f"unknown system {unknown[0]!r}; choose from {', '.join(SYSTEMS)}")
+        unknown = [d for d in self.datasets if d not in DATASETS]
+        if unknown:
+            raise ValueError(f"unknown dataset {unknown[0]!r}; choose from {', '.join(DATASETS)}")
+        if not self.systems or not self.datasets or not self.seeds:
+            raise ValueError("at least one system, one dataset and one seed are needed")
+        if max(self.ks) > self.k:
+            raise ValueError(f"metrics at {max(self.ks)} need rankings of k >= {max(self.ks)}")
+        self.systems, self.datasets = tuple(self.systems), tuple(self.datasets)
+        self.seeds, self.ks = tuple(int(s) for s in self.seeds), tuple(self.ks)
+
+    @classmethod
+    def quick_run(cls, **overrides: object) -> EvalConfig:
+        """A run of a minute or two that exercises every system and both sets (CI)."""
+        sizes = {"seeds": (0, 1), "n_simulated": 6, "n_inspired": 6, "n_generate": 1,
+                 "n_cost": 1, "loop_train": 6, "loop_rounds": 2, "tune_conversations": 8,
+                 "tune_steps": 2, "tune_batch": 4, "quick": True}
+        return cls(**{**sizes, **overrides})
+
+
+@dataclass
+class ConversationSet:
+    """A named conversation set, the corpus its ids refer to and a title matcher over it."""
+
+    name: str
+    conversations: list[Conversation]
+    corpus: pd.DataFrame
+    matcher: TitleMatcher
+
+
+@dataclass
+class Evaluation:
+    """Results of `evaluate` (see the module docstring).
+
+    `per_pair`: one row per (dataset, system, seed, conversation, target): columns dataset,
+    system, seed, conversation_id, target, new (target not mentioned before), bucket
+    (head/torso/tail), NDCG/Recall@ks. `rankings`: one record per (dataset, system, seed,
+    conversation): items, candidates, hallucinated names, failure. `timing`: seconds per
+    conversation as run (LLM answers may come from the cache). `cost`: seconds and LLM prompts
+    per conversation with an empty cache. `counts`: training interactions per item.
+    """
+
+    config: EvalConfig
+    per_pair: pd.DataFrame
+    rankings: list[dict]
+    timing: pd.DataFrame
+    cost: pd.DataFrame
+    counts: pd.Series
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def metrics(self) -> list[str]:
+        return [c for c in self.per_pair.columns if c.startswith(("ndcg@", "recall@"))]
+
+    def summary(self, dataset: str, condition: str = "all",
+                metrics: list[str] | None = None) -> pd.DataFrame:
+        """Systems × metrics: mean over pairs (seed-averaged per pair), standard error, 95% CI,
+        and the std over seeds of the per-seed means."""
+        return summary(self.per_pair, dataset, condition, metrics or self.metrics())
+
+    def paired(self, dataset: str, a: str, b: str, metric: str = "ndcg@10",
+               condition: str = "all") -> dict[str, float]:
+        """Paired test of system `a` against `b` on the same pairs (see `stats.paired_test`)."""
+        return paired(self.per_pair, dataset, a, b, metric, condition)
+
+    def save(self, directory: Path | str) -> Path:
+        """Write per_pair.csv, rankings.jsonl, timing.csv, cost.csv, summary.csv and
+        results.json (config, machine, summaries) into `directory` (atomically, file by file)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        cache.write_text_atomic(directory / "per_pair.csv", self.per_pair.to_csv(index=False))
+        cache.write_text_atomic(directory / "rankings.jsonl", "".join(
+            json.dumps(r) + "\n" for r in self.rankings))
+        cache.write_text_atomic(directory / "timing.csv", self.timing.to_csv(index=False))
+        cache.write_text_atomic(directory / "cost.csv", self.cost.to_csv(index=False))
+        tables = {f"{d}/{c}": self.summary(d, c) for d in self.per_pair["dataset"].unique()
+                  for c in CONDITIONS}
+        frame = pd.concat(tables, names=["set", "system"])
+        cache.write_text_atomic(directory / "summary.csv", frame.to_csv())
+        record = {"config": asdict(self.config), "seconds": self.seconds, "notes": self.notes,
+                  "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+                  "summary": {key: json.loads(t.to_json(orient="index"))
+                              for key, t in tables.items()}}
+        cache.write_text_atomic(directory / "results.json", json.dumps(record, indent=1))
+        return directory
+
+
+# --- statistics over the per-pair table ------------------------------------------------------
+
+def _select(per_pair: pd.DataFrame, dataset: str, condition: str) -> pd.DataFrame:
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+    rows = per_pair[per_pair["dataset"] == dataset]
+    if rows.empty:
+        raise ValueError(f"no results for dataset {dataset!r}")
+    return rows[rows["new"]] if condition == "recommendation" else rows
+
+
+def _pair_means(rows: pd.DataFrame, metric: str) -> pd.Series:
+    """Per-pair value averaged over seeds, indexed by (conversation_id, target)."""
+    return rows.groupby(["conversation_id", "target"], sort=True)[metric].mean()
+
+
+def summary(per_pair: pd.DataFrame, dataset: str, condition: str,
+            metrics: list[str]) -> pd.DataFrame:
+    """See `Evaluation.summary`; rows in `SYSTEMS` order."""
+    rows = _select(per_pair, dataset, condition)
+    out = {}
+    for system in [s for s in SYSTEMS.values() if s in set(rows["system"])]:
+        mine = rows[rows["system"] == system]
+        record: dict[str, float] = {"pairs": float(mine.groupby(["conversation_id",
+                                                                 "target"]).ngroups),
+                                    "seeds": float(mine["seed"].nunique())}
+        for metric in metrics:
+            ci = stats.mean_ci(_pair_means(mine, metric).to_numpy())
+            per_seed = mine.groupby("seed")[metric].mean()
+            record.update({metric: ci["mean"], f"{metric} se": ci["se"],
+                           f"{metric} ci low": ci["low"], f"{metric} ci high": ci["high"],
+                           f"{metric} seed std": per_seed.std(ddof=1) if len(per_seed) > 1
+                           else np.nan})
+        out[system] = record
+    return pd.DataFrame(out).T
+
+
+def paired(per_pair: pd.DataFrame, dataset: str, a: str, b: str, metric: str = "ndcg@10",
+           condition: str = "all", seed: int = 0) -> dict[str, float]:
+    """Paired test of system `a` against `b` (display names or keys) on their common pairs."""
+    rows = _select(per_pair, dataset, condition)
+    a, b = SYSTEMS.get(a, a), SYSTEMS.get(b, b)
+    first = _pair_means(rows[rows["system"] == a], metric)
+    second = _pair_means(rows[rows["system"] == b], metric)
+    common = first.index.intersection(second.index)
+    if common.empty:
+        raise ValueError(f"{a!r} and {b!r} share no pairs on {dataset!r}")
+    return stats.paired_test(first[common].to_numpy(), second[common].to_numpy(), seed=seed)
+
+
+def bucket_table(per_pair: pd.DataFrame, dataset: str, metric: str = "ndcg@10",
+                 condition: str = "all") -> pd.DataFrame:
+    """Mean `metric` by target-popularity bucket (columns) for each system (rows), with the
+    number of pairs per bucket as the last row."""
+    rows = _select(per_pair, dataset, condition)
+    table = rows.pivot_table(index="system", columns="bucket", values=metric, aggfunc="mean")
+    table = table.reindex(index=[s for s in SYSTEMS.values() if s in table.index],
+                          columns=[b for b in popularity.BUCKETS if b in table.columns])
+    sizes = rows.drop_duplicates(["conversation_id", "target"])["bucket"].value_counts()
+    table.loc["pairs (targets)"] = sizes.reindex(table.columns).to_numpy()
+    return table
+
+
+def recommended_popularity(evaluation: Evaluation, dataset: str, top: int = 10) -> pd.DataFrame:
+    """Long table (system, interactions) of the popularity of each system's top-`top`
+    recommendations, plus the ground truth ("targets") — the data of the bias plot."""
+    counts = evaluation.counts
+    rows = []
+    for record in evaluation.rankings:
+        if record["dataset"] != dataset:
+            continue
+        for item in record["items"][:top]:
+            rows.append((record["system"], float(counts.get(item, 0.0))))
+    targets = evaluation.per_pair[evaluation.per_pair["dataset"] == dataset].drop_duplicates(
+        ["conversation_id", "target"])["target"]
+    rows += [("targets (ground truth)", float(counts.get(t, 0.0))) for t in targets]
+    return pd.DataFrame(rows, columns=["system", "interactions"])
+
+
+def grounding_table(evaluation: Evaluation) -> pd.DataFrame:
+    """Per dataset and system: names (or items) recommended, the share resolving to no corpus
+    movie (hallucinated), and the share of real movies outside the retrieved candidates."""
+    rows = {}
+    for record in evaluation.rankings:
+        key = (record["dataset"], record["system"])
+        row = rows.setdefault(key, {"recommended": 0, "hallucinated": 0, "outside": 0,
+                                    "has candidates": record["candidates"] is not None})
+        if record["named"] is not None:  # an LLM wrote names
+            row["recommended"] += record["named"]
+            row["hallucinated"] += len(record["hallucinated"])
+            row["outside"] += record["outside"]
+        else:
+            row["recommended"] += len(record["items"])
+            if record["candidates"] is not None:
+                pool = set(record["candidates"])
+                row["outside"] += sum(i not in pool for i in record["items"])
+    table = pd.DataFrame(rows).T
+    table.index.names = ["dataset", "system"]
+    recommended = table["recommended"].astype(float).clip(lower=1)
+    table["hallucination rate"] = table["hallucinated"].astype(float) / recommended
+    table["outside-candidates rate"] = np.where(table["has candidates"],
+                                                table["outside"].astype(float) / recommended,
+                                                np.nan)
+    return table.drop(columns=["has candidates"])
+
+
+# --- running the systems ---------------------------------------------------------------------
+
+@dataclass
+class _Seeded:
+    """What the seeded systems of one seed need."""
+
+    setup: loop_study.LoopSetup
+    loop_model: object
+
+
+def conversation_sets(config: EvalConfig, corpus: pd.DataFrame, matcher: TitleMatcher,
+                      simulated_test: list[Conversation]) -> list[ConversationSet]:
+    """The configured conversation sets (INSPIRED from `config.inspired_dir` or
+    `$RAR_LITE_INSPIRED_DIR`; a clear error when it is not there). `matcher` is over `corpus`."""
+    out = []
+    for name in config.datasets:
+        if name == "simulated":
+            chosen = loop_study.sample_conversations(simulated_test, config.n_simulated)
+            out.append(ConversationSet(name, chosen, corpus, matcher))
+            continue
+        directory = config.inspired_dir or os.environ.get("RAR_LITE_INSPIRED_DIR")
+        if not directory:
+            raise FileNotFoundError("INSPIRED not found: pass inspired_dir=... (a directory with "
+                                    "test.jsonl, entity2id.json, item_ids.json) or set "
+                                    "RAR_LITE_INSPIRED_DIR")
+        data = cikm.load_cikm(directory, corpus, skip_bad_lines=True, name=name)
+        chosen = data.conversations[: config.n_inspired] if config.n_inspired else \
+            data.conversations
+        out.append(ConversationSet(name, chosen, data.corpus, TitleMatcher(data.corpus)))
+    return out
+
+
+def _ranking_record(dataset: str, system: str, seed: int, conversation: Conversation,
+                    ranking: rerank.Ranking, candidates: list[int] | None, k: int) -> dict:
+    llm_named = ranking.raw is not None
+    return {"dataset": dataset, "system": system, "seed": seed,
+            "conversation_id": conversation.conversation_id,
+            "items": [int(i) for i in ranking.items[:k]],
+            "candidates": None if candidates is None else [int(i) for i in candidates],
+            "named": (len(ranking.listed) + len(ranking.hallucinated) + len(ranking.outside))
+            if llm_named else None,
+            "hallucinated": list(ranking.hallucinated),
+            "outside": len(ranking.outside), "failure": ranking.failure}
+
+
+def _run_system(system: str, data: ConversationSet, seeded: _Seeded, reranker: object,
+                generation: object, opener: OpenRecommender, popular: PopularityRecommender,
+                config: EvalConfig, progress: bool) -> tuple[list[Conversation],
+                                                             list[rerank.Ranking],
+                                                             list[list[int]] | None]:
+    """(conversations, rankings, candidates or None) of one system on one set."""
+    conversations = data.conversations
+    served = seeded.setup.served
+    if system == "llm":
+        return conversations, opener.recommend(conversations, progress), None
+    if system == "popularity":
+        served, chosen = popular, rerank.RetrieverOrder()
+    elif system == "retriever":
+        chosen = rerank.RetrieverOrder()
+    elif system == "keyword":
+        chosen = rerank.KeywordReranker(seeded.setup.corpus)
+    elif system == "rar-sft":
+        chosen = reranker
+    elif system == "rar-loop":
+        served, chosen = served.with_model(seeded.loop_model), reranker
+    else:  # rar-generate
+        conversations, chosen = conversations[: config.n_generate], generation
+    with warnings.catch_warnings():  # real data: many mentioned movies are not in the vocab
+        warnings.simplefilter("ignore", UserWarning)
+        candidates = pipeline.retrieve(served, conversations, config.k)
+    rankings = [chosen.rank(c, pool) for c, pool in tqdm(
+        list(zip(conversations, candidates)), desc=f"{data.name}: {SYSTEMS[system]}",
+        disable=not progress or system in ("popularity", "retriever", "keyword"))]
+    return conversations, rankings, candidates
+
+
+def _llm_systems(tuned: TransformersBackend | None, zero_shot: TransformersBackend | None,
+                 corpus: pd.DataFrame, matcher: TitleMatcher,
+                 responses: ResponseCache | None) -> tuple[object, object, object]:
+    """(pointwise RAR reranker, generation-mode reranker, LLM without retrieval); None where
+    the backend they need was not loaded."""
+    pointwise = (rerank.PointwiseReranker(tuned, corpus, response_cache=responses)
+                 if tuned is not None else None)
+    if zero_shot is None:
+        return pointwise, None, None
+    generation = rerank.GenerationReranker(zero_shot, corpus, matcher, response_cache=responses)
+    return pointwise, generation, OpenRecommender(zero_shot, matcher, n=10,
+                                                  response_cache=responses)
+
+
+def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluation:
+    """Run every configured system on every configured set (see the module docstring); trained
+    models (retrievers, the tuned adapter, feedback loops) come from the cache when chapters 3–5
+    already built them."""
+    config = config or EvalConfig()
+    started = time.perf_counter()
+    corpus = load_corpus()
+    sets = simulate.simulated_sets(corpus, seed=loop_study.DATA_SEED)
+    setups = {seed: loop_study.loop_setup(seed, quick=config.quick, sets=sets)
+              for seed in config.seeds}
+    first = setups[config.seeds[0]]
+    matcher = TitleMatcher(corpus)
+    vocab = first.served.vocab
+    counts = pd.Series(first.served.popularity, index=vocab.item_ids, name="interactions")
+    buckets = popularity.buckets(counts)
+    needs_llm = {"llm", "rar-sft", "rar-loop", "rar-generate"} & set(config.systems)
+    tuned = None
+    if {"rar-sft", "rar-loop"} & set(config.systems):
+        tuned = reranker_study.chapter_backend(config.quick, sets, config.tune_conversations,
+                                               config.tune_steps, config.tune_batch)
+    zero_shot = TransformersBackend() if {"llm", "rar-generate"} & set(config.systems) else None
+    responses = ResponseCache() if needs_llm else None
+    popular = PopularityRecommender(counts)
+    seeded: dict[int, _Seeded] = {}
+    for seed, setup in setups.items():
+        loop_model = None
+        if "rar-loop" in config.systems:
+            reranker = loop_study.pointwise_reranker(setup, tuned, responses)
+            loop = loop_study.run_feedback(
+                setup, reranker, feedback.LoopConfig(rounds=config.loop_rounds, seed=seed),
+                config.loop_train, progress=progress)
+            loop_model = loop.model
+        seeded[seed] = _Seeded(setup, loop_model)
+
+    pairs, records, timing = [], [], []
+    for data in conversation_sets(config, corpus, matcher, sets.test):
+        pointwise, generation, opener = _llm_systems(tuned, zero_shot, first.corpus,
+                                                     data.matcher, responses)
+        for system in config.systems:
+            runs = config.seeds if system in SEEDED else config.seeds[:1]
+            for seed in runs:
+                began = time.perf_counter()
+                conversations, rankings, candidates = _run_system(
+                    system, data, seeded[seed], pointwise, generation, opener, popular, config,
+                    progress)
+                seconds = (time.perf_counter() - began) / max(1, len(conversations))
+                frame = pipeline.score_rankings(conversations, rankings, candidates, config.ks,
+                                                config.k).reset_index()
+                mentioned = {c.conversation_id: set(c.history) for c in conversations}
+                frame["new"] = [t not in mentioned[c] for c, t in
+                                zip(frame["conversation_id"], frame["target"])]
+                frame["bucket"] = [buckets.get(t, popularity.BUCKETS[-1])
+                                   for t in frame["target"]]
+                pairs.append(frame.assign(dataset=data.name, system=SYSTEMS[system], seed=seed))
+                records += [_ranking_record(data.name, SYSTEMS[system], seed, c, r,
+                                            None if candidates is None else candidates[n],
+                                            config.k)
+                            for n, (c, r) in enumerate(zip(conversations, rankings))]
+                timing.append({"dataset": data.name, "system": SYSTEMS[system], "seed": seed,
+                               "conversations": len(conversations), "s / conversation": seconds})
+    per_pair = pd.concat(pairs, ignore_index=True)
+    front = ["dataset", "system", "seed", "conversation_id", "target", "new", "bucket"]
+    per_pair = per_pair[front + [c for c in per_pair.columns if c not in front]]
+    cost = cost_table(config, seeded[config.seeds[0]], matcher, tuned, zero_shot, popular)
+    return Evaluation(config, per_pair, records, pd.DataFrame(timing), cost, counts,
+                      time.perf_counter() - started)
+
+
+def cost_table(config: EvalConfig, seeded: _Seeded, matcher: TitleMatcher,
+               tuned: TransformersBackend | None, zero_shot: TransformersBackend | None,
+               popular: PopularityRecommender) -> pd.DataFrame:
+    """Seconds and LLM prompts per conversation of each system on `config.n_cost` simulated
+    conversations, with a new, empty response cache (what a new conversation costs)."""
+    conversations = loop_study.sample_conversations(seeded.setup.sets.test, config.n_cost,
+                                                    seed=1)
+    corpus = seeded.setup.corpus
+    data = ConversationSet("simulated", conversations, corpus, matcher)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for system in config.systems:  # a new empty cache each: no system reuses another's work
+            empty = ResponseCache(Path(tmp) / f"{system}.sqlite")
+            pointwise, generation, opener = _llm_systems(tuned, zero_shot, corpus, data.matcher,
+                                                         empty)
+            began = time.perf_counter()
+            done, _, _ = _run_system(system, data, seeded, pointwise, generation, opener,
+                                     popular, config, progress=False)
+            seconds = (time.perf_counter() - began) / len(done)
+            rows.append({"system": SYSTEMS[system], "conversations": len(done),
+                         "s / conversation": seconds,
+                         "LLM prompts / conversation": empty.misses / len(done)})
+    return pd.DataFrame(rows).set_index("system")
+
+
+def main_table(evaluation: Evaluation, dataset: str, condition: str = "all",
+               metrics: tuple[str, ...] = ("ndcg@5", "ndcg@10", "recall@5", "recall@10"),
+               references: bool = False) -> pd.DataFrame:
+    """The chapter's results table: systems × metrics as "mean ± 95% CI half-width" strings;
+    with `references`, He et al.'s zero-shot GPT numbers as extra rows (their protocol)."""
+    table = evaluation.summary(dataset, condition, list(metrics))
+    out = pd.DataFrame(index=table.index)
+    for metric in metrics:
+        half = (table[f"{metric} ci high"] - table[f"{metric} ci low"]) / 2
+        out[metric] = [f"{m:.4f} ± {h:.4f}" if np.isfinite(h) else f"{m:.4f}"
+                       for m, h in zip(table[metric], half)]
+    out["pairs"] = table["pairs"].astype(int).astype(object)  # the reference rows hold "—"
+    out["seeds"] = table["seeds"].astype(int).astype(object)
+    if references:
+        for name, values in REFERENCE.items():
+            out.loc[name] = [f"{values[m]:.4f}" if m in values else "—" for m in metrics] + [
+                "—", "—"]
+    return out
+
+
+def reach_table(evaluation: Evaluation) -> pd.DataFrame:
+    """Per dataset: pairs, the share of targets the retriever can return at all (in its
+    vocabulary: MovieLens items with training interactions), the share mentioned before, and the
+    SFT retriever's candidate recall@k (seed mean) — what bounds every retrieval-based system."""
+    rows = {}
+    recall = f"candidate recall@{evaluation.config.k}"
+    for dataset, frame in evaluation.per_pair.groupby("dataset", sort=False):
+        pairs = frame.drop_duplicates(["conversation_id", "target"])
+        row = {"pairs": len(pairs),
+               "targets in the retriever's vocabulary": pairs["target"].isin(
+                   evaluation.counts.index).mean(),
+               "targets mentioned before": 1.0 - pairs["new"].mean()}
+        sft = frame[frame["system"] == SYSTEMS["retriever"]]
+        if recall in frame and not sft.empty:
+            row[recall + " (SFT retriever)"] = sft[recall].mean()
+        rows[dataset] = row
+    return pd.DataFrame(rows).T
+
+
+def findings(evaluation: Evaluation, metric: str = "ndcg@10") -> str:
+    """Sentences on the main comparisons, written from the measured tables (never assumed)."""
+    lines = []
+    for dataset in evaluation.per_pair["dataset"].unique():
+        table = evaluation.summary(dataset, "all", [metric])
+        present = set(table.index)
+        for key in ("rar-sft", "rar-loop", "keyword"):
+            if {SYSTEMS[key], SYSTEMS["retriever"]} <= present:
+                test = evaluation.paired(dataset, key, "retriever", metric)
+                verdict = ("a real gain" if test["p"] < 0.05 and test["diff"] > 0 else
+                           "a real loss" if test["p"] < 0.05 else "not distinguishable")
+                lines.append(f"{dataset}: {SYSTEMS[key]} − retriever only, {metric} "
+                             f"{test['diff']:+.4f} (95% CI {test['low']:+.4f} to "
+                             f"{test['high']:+.4f}, paired p = {test['p']:.3g}): {verdict}.")
+    grounding = grounding_table(evaluation)
+    for (dataset, system), row in grounding.iterrows():
+        if row["hallucination rate"] > 0 or system == SYSTEMS["llm"]:
+            lines.append(f"{dataset}: {system} — {row['hallucination rate']:.1%} of "
+                         f"{int(row['recommended'])} named titles resolve to no corpus movie.")
+    return "\n".join(lines)

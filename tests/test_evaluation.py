@@ -1,0 +1,314 @@
+"""Chapter 6: statistics helpers (against scipy and hand-computed values), popularity buckets,
+the baselines, the summary tables, and `rar-lite evaluate` end to end on a tiny fixture."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from rar_lite import cli, evaluation, metrics, popularity, stats
+from rar_lite.baselines import OpenRecommender, PopularityRecommender, ranking_from_open_answer
+from rar_lite.conversations import Conversation, Turn
+from rar_lite.llm import ResponseCache
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def test_mean_ci_matches_hand_values_and_scipy() -> None:
+    out = stats.mean_ci([1, 2, 3, 4])
+    se = math.sqrt(((1.5 ** 2 + 0.5 ** 2) * 2) / 3) / 2  # sample std / sqrt(n)
+    assert out["mean"] == 2.5 and out["n"] == 4
+    assert out["se"] == pytest.approx(se)
+    low, high = scipy_stats.t.interval(0.95, df=3, loc=2.5, scale=se)
+    assert (out["low"], out["high"]) == (pytest.approx(low), pytest.approx(high))
+    assert out["high"] - 2.5 == pytest.approx(3.182446 * se, rel=1e-5)  # t(0.975, 3)
+    single = stats.mean_ci([0.3])
+    assert single["mean"] == 0.3 and math.isnan(single["se"]) and math.isnan(single["low"])
+
+
+def test_paired_test_exact_small_case_and_degenerate_case() -> None:
+    # three positive differences: of the 2^3 sign patterns only all-plus and all-minus reach
+    # |mean| >= 2, so the exact two-sided p-value is 2/8
+    out = stats.paired_test([1, 2, 3], [0, 0, 0])
+    assert out["diff"] == 2.0 and out["p"] == pytest.approx(0.25) and out["n"] == 3
+    assert out["low"] <= 2.0 <= out["high"]
+    same = stats.paired_test([0.1, 0.5, 0.2], [0.1, 0.5, 0.2])
+    assert same == {"diff": 0.0, "n": 3, "low": 0.0, "high": 0.0, "p": 1.0}
+
+
+def test_paired_test_agrees_with_the_paired_t_test_on_large_samples() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.1, 1.0, 300)
+    b = a - rng.normal(0.15, 1.0, 300)
+    out = stats.paired_test(a, b, seed=1)
+    reference = scipy_stats.ttest_rel(a, b)
+    assert out["p"] == pytest.approx(reference.pvalue, abs=0.02)
+    assert out["low"] < out["diff"] < out["high"]
+    assert out["diff"] == pytest.approx(float(np.mean(a - b)))
+    assert stats.paired_test(a, b, seed=1) == out  # seeded: reproducible
+
+
+def test_statistics_reject_bad_input() -> None:
+    with pytest.raises(ValueError, match="paired"):
+        stats.paired_test([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="non-empty"):
+        stats.mean_ci([])
+    with pytest.raises(ValueError, match="finite"):
+        stats.mean_ci([1.0, float("nan")])
+    with pytest.raises(ValueError, match="confidence"):
+        stats.mean_ci([1.0, 2.0], confidence=1.5)
+
+
+# --- popularity buckets and baselines --------------------------------------------------------
+
+
+def test_buckets_split_interactions_in_thirds() -> None:
+    counts = pd.Series({10: 6, 11: 3, 12: 2, 13: 1, 14: 0})
+    assert popularity.buckets(counts).to_dict() == {10: "head", 11: "torso", 12: "tail",
+                                                    13: "tail", 14: "tail"}
+    # ties go to the smaller id; each third of the 9 interactions: head, torso, tail
+    even = pd.Series({5: 3, 3: 3, 4: 3})
+    assert popularity.buckets(even).to_dict() == {5: "tail", 3: "head", 4: "torso"}
+    with pytest.raises(ValueError, match="positive count"):
+        popularity.buckets(pd.Series({1: 0}))
+
+
+def test_popularity_recommender_skips_the_history_and_breaks_ties_by_id() -> None:
+    popular = PopularityRecommender(pd.Series({7: 5, 3: 9, 4: 5, 9: 1}))
+    ids, scores = popular.topk([[3], []], k=3)
+    assert ids.tolist() == [[4, 7, 9], [3, 4, 7]]
+    assert scores[0].tolist() == [0.0, -1.0, -2.0]
+    with pytest.raises(ValueError, match="fewer than k"):
+        popular.topk([[3, 4]], k=3)
+    with pytest.raises(ValueError, match="k must be"):
+        popular.topk([[]], k=5)
+
+
+def _conversation(history: tuple[int, ...] = (), targets: tuple[int, ...] = (1,),
+                  cid: str = "c0", text: str = "A heist movie, please.") -> Conversation:
+    return Conversation(cid, (Turn("seeker", text),), history, targets, "test")
+
+
+def test_open_answer_resolution_counts_hallucinations(matcher) -> None:
+    heat = matcher.resolve("Heat (1995)").item_id
+    fargo = matcher.resolve("Fargo (1996)").item_id
+    raw = ("1. Heat (1995)\n2. The Galactic Pancake Odyssey (2031)\n3. Fargo (1996)\n"
+           "4. Heat (1995)")
+    ranking = ranking_from_open_answer(raw, _conversation(history=(fargo,)), matcher)
+    assert ranking.items == [heat]  # repeats dropped, the mentioned Fargo not recommended
+    assert ranking.listed == [heat, fargo, heat]
+    assert ranking.hallucinated == ["The Galactic Pancake Odyssey (2031)"]
+    assert ranking.failure is None
+    assert ranking_from_open_answer("I can't help.", _conversation(), matcher).items == []
+
+
+class _FakeBackend:
+    name, model = "fake", "fake-1"
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def generate(self, prompts, max_new_tokens=64, temperature=0.0):
+        self.calls.append(list(prompts))
+        return ["1. Heat (1995)\n2. Fargo (1996)" for _ in prompts]
+
+
+def test_open_recommender_caches_answers(matcher, tmp_path: Path) -> None:
+    backend = _FakeBackend()
+    responses = ResponseCache(tmp_path / "r.sqlite")
+    opener = OpenRecommender(backend, matcher, n=5, response_cache=responses, batch_size=2)
+    conversations = [_conversation(cid=f"c{i}", targets=(i,), text=f"Movie night number {i}.")
+                     for i in range(3)]
+    first = opener.recommend(conversations)
+    again = opener.recommend(conversations)
+    assert [r.items for r in first] == [r.items for r in again]
+    assert first[0].items == [matcher.resolve("Heat (1995)").item_id,
+                              matcher.resolve("Fargo (1996)").item_id]
+    assert [len(c) for c in backend.calls] == [2, 1]  # two batches; the second run is cached
+    assert responses.hits == 3 and responses.misses == 3
+    assert "Recommend 5 movies" in backend.calls[0][0]
+
+
+# --- tables over per-pair results ------------------------------------------------------------
+
+
+def _per_pair() -> pd.DataFrame:
+    rows = []
+    # two systems on three pairs; the retriever has two seeds
+    for seed, values in ((0, [1.0, 0.0, 0.5]), (1, [0.0, 0.0, 0.5])):
+        for (cid, target, new, bucket), v in zip([("a", 1, True, "head"), ("b", 2, True, "tail"),
+                                                  ("c", 3, False, "tail")], values):
+            rows.append({"dataset": "d", "system": "Retriever only (SFT)", "seed": seed,
+                         "conversation_id": cid, "target": target, "new": new,
+                         "bucket": bucket, "ndcg@10": v})
+    for (cid, target, new, bucket), v in zip([("a", 1, True, "head"), ("b", 2, True, "tail"),
+                                              ("c", 3, False, "tail")], [1.0, 1.0, 0.0]):
+        rows.append({"dataset": "d", "system": "RAR, SFT retriever", "seed": 0,
+                     "conversation_id": cid, "target": target, "new": new, "bucket": bucket,
+                     "ndcg@10": v})
+    return pd.DataFrame(rows)
+
+
+def test_summary_averages_seeds_per_pair_then_pairs() -> None:
+    table = evaluation.summary(_per_pair(), "d", "all", ["ndcg@10"])
+    retriever = table.loc["Retriever only (SFT)"]
+    assert retriever["ndcg@10"] == pytest.approx((0.5 + 0.0 + 0.5) / 3)
+    assert retriever["seeds"] == 2 and retriever["pairs"] == 3
+    assert retriever["ndcg@10 seed std"] == pytest.approx(np.std([0.5, 1 / 6], ddof=1))
+    assert retriever["ndcg@10 se"] == pytest.approx(np.std([0.5, 0, 0.5], ddof=1) / np.sqrt(3))
+    assert list(table.index) == ["Retriever only (SFT)", "RAR, SFT retriever"]  # SYSTEMS order
+    new_only = evaluation.summary(_per_pair(), "d", "recommendation", ["ndcg@10"])
+    assert new_only.loc["RAR, SFT retriever", "ndcg@10"] == 1.0
+    assert new_only.loc["RAR, SFT retriever", "pairs"] == 2
+    with pytest.raises(ValueError, match="condition"):
+        evaluation.summary(_per_pair(), "d", "some", ["ndcg@10"])
+    with pytest.raises(ValueError, match="no results"):
+        evaluation.summary(_per_pair(), "elsewhere", "all", ["ndcg@10"])
+
+
+def test_paired_comparison_uses_seed_averaged_pairs() -> None:
+    out = evaluation.paired(_per_pair(), "d", "rar-sft", "retriever")
+    assert out["diff"] == pytest.approx(np.mean([1 - 0.5, 1 - 0.0, 0 - 0.5]))
+    assert out["n"] == 3
+
+
+def test_bucket_table_means_and_sizes() -> None:
+    table = evaluation.bucket_table(_per_pair(), "d")
+    assert table.loc["RAR, SFT retriever", "head"] == 1.0
+    assert table.loc["RAR, SFT retriever", "tail"] == 0.5
+    assert table.loc["Retriever only (SFT)", "tail"] == pytest.approx(0.25)
+    assert table.loc["pairs (targets)"].tolist() == [1, 2]
+
+
+def _evaluation() -> evaluation.Evaluation:
+    per_pair = _per_pair().assign(**{"candidate recall@20": 1.0})
+    records = [
+        {"dataset": "d", "system": "RAR, SFT retriever", "seed": 0, "conversation_id": "a",
+         "items": [1, 2], "candidates": [2, 1], "named": None, "hallucinated": [],
+         "outside": 0, "failure": None},
+        {"dataset": "d", "system": "LLM without retrieval", "seed": 0, "conversation_id": "a",
+         "items": [5], "candidates": None, "named": 4, "hallucinated": ["X", "Y", "Z"],
+         "outside": 0, "failure": None},
+        {"dataset": "d", "system": "Retriever only (SFT)", "seed": 0, "conversation_id": "a",
+         "items": [1, 9], "candidates": [1, 3], "named": None, "hallucinated": [],
+         "outside": 0, "failure": None},
+    ]
+    return evaluation.Evaluation(evaluation.EvalConfig(), per_pair, records, pd.DataFrame(),
+                                 pd.DataFrame(), pd.Series({1: 10.0, 2: 1.0}))
+
+
+def test_grounding_reach_and_findings_from_measured_tables() -> None:
+    result = _evaluation()
+    grounding = evaluation.grounding_table(result)
+    assert grounding.loc[("d", "LLM without retrieval"), "hallucination rate"] == 0.75
+    assert math.isnan(grounding.loc[("d", "LLM without retrieval"), "outside-candidates rate"])
+    assert grounding.loc[("d", "RAR, SFT retriever"), "outside-candidates rate"] == 0.0
+    assert grounding.loc[("d", "Retriever only (SFT)"), "outside-candidates rate"] == 0.5
+    reach = evaluation.reach_table(result)
+    assert reach.loc["d", "pairs"] == 3
+    assert reach.loc["d", "targets in the retriever's vocabulary"] == pytest.approx(2 / 3)
+    assert reach.loc["d", "targets mentioned before"] == pytest.approx(1 / 3)
+    text = evaluation.findings(result)
+    assert "RAR, SFT retriever − retriever only, ndcg@10 +0.3333" in text
+    assert "not distinguishable" in text  # three pairs cannot show a real gain
+    assert "75.0% of 4 named titles" in text
+    popularity_of = evaluation.recommended_popularity(result, "d", top=1)
+    assert popularity_of.groupby("system")["interactions"].sum().to_dict() == {
+        "LLM without retrieval": 0.0, "RAR, SFT retriever": 10.0, "Retriever only (SFT)": 10.0,
+        "targets (ground truth)": 11.0}
+
+
+def test_main_table_formats_means_with_interval_and_references() -> None:
+    table = evaluation.main_table(_evaluation(), "d", metrics=("ndcg@10",), references=True)
+    ci = stats.mean_ci([1.0, 1.0, 0.0])
+    half = (ci["high"] - ci["low"]) / 2
+    assert table.loc["RAR, SFT retriever", "ndcg@10"] == f"{ci['mean']:.4f} ± {half:.4f}"
+    assert table.loc["RAR, SFT retriever", "pairs"] == 3
+    assert table.loc["Retriever only (SFT)", "seeds"] == 2
+    assert table.loc["GPT-4, zero-shot (He et al. 2023)", "ndcg@10"] == "0.1371"
+
+
+def test_config_rejects_unknown_names() -> None:
+    with pytest.raises(ValueError, match="unknown system 'gpt'"):
+        evaluation.EvalConfig(systems=("gpt",))
+    with pytest.raises(ValueError, match="unknown dataset"):
+        evaluation.EvalConfig(datasets=("redial",))
+    with pytest.raises(ValueError, match="k >= 20"):
+        evaluation.EvalConfig(k=10)
+
+
+def test_cli_help_names_every_system() -> None:
+    command = cli.build_parser()._subparsers._group_actions[0].choices["evaluate"]
+    help_text = next(a.help for a in command._actions if a.dest == "systems")
+    for key in evaluation.SYSTEMS:
+        assert key in help_text
+
+
+# --- end to end ----------------------------------------------------------------------------------
+
+
+def _fixture_dataset(directory: Path) -> Path:
+    """A Reddit-Movie-style directory: three turns over well-known movies."""
+    names = {"Heat (1995)": 0, "Fargo (1996)": 1, "Toy Story (1995)": 2, "The Matrix (1999)": 3,
+             "Titanic (1997)": 4}
+    lines = [
+        {"context": ["", "I loved Heat. Something with a twist?"], "rec": [1],
+         "prev_entity": [0], "dialog_id": "d1", "turn_id": "1"},
+        {"context": ["", "Toy Story and The Matrix are my favourites"], "rec": [4, 3],
+         "prev_entity": [2, 3], "dialog_id": "d2", "turn_id": "1"},
+        {"context": ["", "Any good movie?"], "rec": [2], "prev_entity": [],
+         "dialog_id": "d3", "turn_id": "1"},
+    ]
+    directory.mkdir(parents=True)
+    (directory / "entity2id.json").write_text(json.dumps(names))
+    (directory / "item_ids.json").write_text(json.dumps(list(names.values())))
+    (directory / "test.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return directory
+
+
+def test_evaluate_command_end_to_end(tmp_path: Path, corpus, matcher, capsys) -> None:
+    data = _fixture_dataset(tmp_path / "tiny")
+    out = tmp_path / "eval"
+    code = cli.main(["evaluate", "--quick", "--no-progress", "--systems", "popularity",
+                     "retriever", "keyword", "--seeds", "0", "--n-simulated", "4",
+                     "--inspired-dir", str(data), "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "GPT-4, zero-shot (He et al. 2023)" in printed and "cost (empty LLM cache)" in printed
+
+    per_pair = pd.read_csv(out / "per_pair.csv")
+    rankings = [json.loads(line) for line in (out / "rankings.jsonl").read_text().splitlines()]
+    # 4 simulated pairs + 4 fixture pairs (one turn has two targets), for each of 3 systems
+    assert len(per_pair) == (4 + 4) * 3 and len(rankings) == (4 + 3) * 3
+    inspired = per_pair[per_pair["dataset"] == "inspired"]
+    # the Matrix was mentioned before its turn: not a "recommendation" pair; Titanic is
+    assert inspired.groupby("target")["new"].first().value_counts().to_dict() == {True: 3,
+                                                                                  False: 1}
+    # every stored metric is recomputed from the stored rankings
+    targets = per_pair.groupby(["dataset", "system", "conversation_id"])["target"].apply(list)
+    for record in rankings:
+        mine = per_pair[(per_pair["dataset"] == record["dataset"])
+                        & (per_pair["system"] == record["system"])
+                        & (per_pair["conversation_id"] == record["conversation_id"])]
+        wanted = targets[(record["dataset"], record["system"], record["conversation_id"])]
+        ranks = metrics.ranks_in_list(record["items"], wanted)
+        expected = metrics.per_pair_metrics(ranks, (10,))["ndcg@10"]
+        assert mine["ndcg@10"].to_numpy() == pytest.approx(expected)
+        assert len(record["items"]) == 20 and set(record["items"]) <= set(record["candidates"])
+    # popularity: the most-interacted items, never one already mentioned
+    popular = {r["conversation_id"]: r["items"] for r in rankings
+               if r["system"] == "Popularity" and r["dataset"] == "inspired"}
+    heat = matcher.resolve("Heat (1995)").item_id
+    no_history, after_heat = popular["inspired-d3-1"], popular["inspired-d1-1"]
+    assert heat not in after_heat
+    assert [i for i in no_history if i != heat] == after_heat[:len(no_history) - (heat in no_history)]
+    result = json.loads((out / "results.json").read_text())
+    assert result["config"]["seeds"] == [0] and "simulated/all" in result["summary"]
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["system"]) == {"Popularity", "Retriever only (SFT)", "Keyword reranker"}
