@@ -51,9 +51,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     chosen = {key: value for key, value in {
         "systems": args.systems, "datasets": args.datasets, "seeds": args.seeds,
-        "n_simulated": args.n_simulated, "n_inspired": args.n_inspired,
-        "n_generate": args.n_generate, "inspired_dir": args.inspired_dir}.items()
-        if value is not None}
+        "n_simulated": args.n_simulated, "n_real": args.n_real,
+        "n_generate": args.n_generate}.items() if value is not None}
+    dirs = dict(item.split("=", 1) for item in args.data_dir or [] if "=" in item)
+    if len(dirs) != len(args.data_dir or []):
+        print("rar-lite evaluate: --data-dir takes NAME=DIRECTORY", file=sys.stderr)
+        return 2
+    if dirs:
+        chosen["data_dirs"] = dirs
     try:
         config = (evaluation.EvalConfig.quick_run(**chosen) if args.quick
                   else evaluation.EvalConfig(**chosen))
@@ -100,12 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quick", action="store_true", help="a small run (what CI executes)")
     ev.add_argument("--systems", nargs="+", help="default: all of popularity retriever llm "
                     "keyword rar-sft rar-loop rar-generate")
-    ev.add_argument("--datasets", nargs="+", help="default: simulated inspired")
+    ev.add_argument("--datasets", nargs="+", help="default: simulated inspired (also: redial, "
+                    "reddit-movie, given their directory)")
     ev.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2")
     ev.add_argument("--n-simulated", type=int, help="simulated test conversations")
-    ev.add_argument("--n-inspired", type=int, help="INSPIRED turns (default: all)")
+    ev.add_argument("--n-real", type=int, help="turns of each real dataset (default: all)")
     ev.add_argument("--n-generate", type=int, help="conversations for RAR's generation mode")
-    ev.add_argument("--inspired-dir", help="INSPIRED directory (default: $RAR_LITE_INSPIRED_DIR)")
+    ev.add_argument("--data-dir", action="append", metavar="NAME=DIR",
+                    help="a real dataset's directory, e.g. inspired=../data/inspired "
+                         "(default: $RAR_LITE_<NAME>_DIR)")
     ev.add_argument("--out", default="results/evaluation", help="directory for the tables")
     ev.add_argument("--no-progress", action="store_true", help="no progress bars")
     ev.set_defaults(run=_evaluate)

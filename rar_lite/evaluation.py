@@ -62,7 +62,9 @@ SYSTEMS: dict[str, str] = {
     "rar-generate": "RAR, generation mode (zero-shot)",
 }
 SEEDED = ("retriever", "keyword", "rar-sft", "rar-loop")  # depend on a trained retriever
-DATASETS = ("simulated", "inspired")
+#: "simulated", then the CIKM-format datasets (`load_cikm`): INSPIRED is the default real set;
+#: ReDial and Reddit-Movie are read from a directory the reader supplies.
+DATASETS = ("simulated", "inspired", "redial", "reddit-movie")
 CONDITIONS = ("all", "recommendation")
 #: He et al. (CIKM 2023), Table 2/3: zero-shot LLMs on INSPIRED, "all" condition, their protocol
 #: (the LLM writes 20 names, each matched to the nearest entity name; no retrieval, no corpus).
@@ -81,21 +83,22 @@ class EvalConfig:
     """What to evaluate; defaults are the chapter's full run (`EvalConfig.quick_run()`: CI)."""
 
     systems: tuple[str, ...] = tuple(SYSTEMS)
-    datasets: tuple[str, ...] = DATASETS
+    datasets: tuple[str, ...] = ("simulated", "inspired")
     seeds: tuple[int, ...] = (0, 1, 2)
     k: int = 20  # candidates retrieved, and the length of every ranking
     ks: tuple[int, ...] = (1, 5, 10, 20)
     n_simulated: int = 200  # held-out simulated test conversations (seeded sample)
-    n_inspired: int | None = None  # INSPIRED turns (None: all)
+    n_real: int | None = None  # turns of each real dataset (None: all)
     n_generate: int = 10  # conversations per set for RAR in generation mode (seed 0)
     n_cost: int = 5  # simulated conversations timed with an empty LLM cache
+    llm_tokens: int = 128  # new tokens for the LLM without retrieval (10 titles need ~120)
     loop_train: int = 200  # chapter 5's training conversations per loop round
     loop_rounds: int = 3
     tune_conversations: int = 1000  # chapter 4's tuning (its cached adapter is reused)
     tune_steps: int = 100
     tune_batch: int = 16
     quick: bool = False
-    inspired_dir: str | None = None  # default: $RAR_LITE_INSPIRED_DIR
+    data_dirs: dict[str, str] | None = None  # name -> directory; default $RAR_LITE_<NAME>_DIR
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.systems if s not in SYSTEMS]
@@ -114,8 +117,8 @@ class EvalConfig:
     @classmethod
     def quick_run(cls, **overrides: object) -> EvalConfig:
         """A run of a minute or two that exercises every system and both sets (CI)."""
-        sizes = {"seeds": (0, 1), "n_simulated": 6, "n_inspired": 6, "n_generate": 1,
-                 "n_cost": 1, "loop_train": 6, "loop_rounds": 2, "tune_conversations": 8,
+        sizes = {"seeds": (0, 1), "n_simulated": 6, "n_real": 6, "n_generate": 1,
+                 "n_cost": 1, "llm_tokens": 32, "loop_train": 6, "loop_rounds": 2, "tune_conversations": 8,
                  "tune_steps": 2, "tune_batch": 4, "quick": True}
         return cls(**{**sizes, **overrides})
 
@@ -303,24 +306,31 @@ class _Seeded:
     loop_model: object
 
 
+def data_dir(config: EvalConfig, name: str) -> str:
+    """Where a real dataset lives: `config.data_dirs[name]`, else `$RAR_LITE_<NAME>_DIR`
+    (e.g. RAR_LITE_INSPIRED_DIR, RAR_LITE_REDDIT_MOVIE_DIR); a clear error when neither is set."""
+    variable = f"RAR_LITE_{name.upper().replace('-', '_')}_DIR"
+    directory = (config.data_dirs or {}).get(name) or os.environ.get(variable)
+    if not directory:
+        raise FileNotFoundError(f"{name} not found: pass data_dirs={{{name!r}: ...}} (a "
+                                "directory with test.jsonl, entity2id.json, item_ids.json) or "
+                                f"set {variable}")
+    return directory
+
+
 def conversation_sets(config: EvalConfig, corpus: pd.DataFrame, matcher: TitleMatcher,
                       simulated_test: list[Conversation]) -> list[ConversationSet]:
-    """The configured conversation sets (INSPIRED from `config.inspired_dir` or
-    `$RAR_LITE_INSPIRED_DIR`; a clear error when it is not there). `matcher` is over `corpus`."""
+    """The configured conversation sets (real ones from `data_dir`). `matcher` is over
+    `corpus`."""
     out = []
     for name in config.datasets:
         if name == "simulated":
             chosen = loop_study.sample_conversations(simulated_test, config.n_simulated)
             out.append(ConversationSet(name, chosen, corpus, matcher))
             continue
-        directory = config.inspired_dir or os.environ.get("RAR_LITE_INSPIRED_DIR")
-        if not directory:
-            raise FileNotFoundError("INSPIRED not found: pass inspired_dir=... (a directory with "
-                                    "test.jsonl, entity2id.json, item_ids.json) or set "
-                                    "RAR_LITE_INSPIRED_DIR")
+        directory = data_dir(config, name)
         data = cikm.load_cikm(directory, corpus, skip_bad_lines=True, name=name)
-        chosen = data.conversations[: config.n_inspired] if config.n_inspired else \
-            data.conversations
+        chosen = data.conversations[: config.n_real] if config.n_real else data.conversations
         out.append(ConversationSet(name, chosen, data.corpus, TitleMatcher(data.corpus)))
     return out
 
@@ -370,8 +380,8 @@ def _run_system(system: str, data: ConversationSet, seeded: _Seeded, reranker: o
 
 
 def _llm_systems(tuned: TransformersBackend | None, zero_shot: TransformersBackend | None,
-                 corpus: pd.DataFrame, matcher: TitleMatcher,
-                 responses: ResponseCache | None) -> tuple[object, object, object]:
+                 corpus: pd.DataFrame, matcher: TitleMatcher, responses: ResponseCache | None,
+                 llm_tokens: int = 128) -> tuple[object, object, object]:
     """(pointwise RAR reranker, generation-mode reranker, LLM without retrieval); None where
     the backend they need was not loaded."""
     pointwise = (rerank.PointwiseReranker(tuned, corpus, response_cache=responses)
@@ -380,6 +390,7 @@ def _llm_systems(tuned: TransformersBackend | None, zero_shot: TransformersBacke
         return pointwise, None, None
     generation = rerank.GenerationReranker(zero_shot, corpus, matcher, response_cache=responses)
     return pointwise, generation, OpenRecommender(zero_shot, matcher, n=10,
+                                                  max_new_tokens=llm_tokens,
                                                   response_cache=responses)
 
 
@@ -420,7 +431,7 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     pairs, records, timing = [], [], []
     for data in conversation_sets(config, corpus, matcher, sets.test):
         pointwise, generation, opener = _llm_systems(tuned, zero_shot, first.corpus,
-                                                     data.matcher, responses)
+                                                     data.matcher, responses, config.llm_tokens)
         for system in config.systems:
             runs = config.seeds if system in SEEDED else config.seeds[:1]
             for seed in runs:
@@ -465,7 +476,7 @@ def cost_table(config: EvalConfig, seeded: _Seeded, matcher: TitleMatcher,
         for system in config.systems:  # a new empty cache each: no system reuses another's work
             empty = ResponseCache(Path(tmp) / f"{system}.sqlite")
             pointwise, generation, opener = _llm_systems(tuned, zero_shot, corpus, data.matcher,
-                                                         empty)
+                                                         empty, config.llm_tokens)
             began = time.perf_counter()
             done, _, _ = _run_system(system, data, seeded, pointwise, generation, opener,
                                      popular, config, progress=False)

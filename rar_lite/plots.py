@@ -198,3 +198,19 @@ def plot_popularity_bias(buckets: pd.DataFrame, recommended: pd.DataFrame,
                                              "(training interactions per item)")
     fig.tight_layout()
     return fig
+
+
+def plot_dpo(history: pd.DataFrame) -> plt.Figure:
+    """A TRL DPO run per step: the loss (ln 2 at the start), the reward margin of chosen over
+    rejected, and the share of pairs with a positive margin."""
+    panels = [("loss", "loss", "DPO loss"), ("rewards/margins", "β · log-ratio margin",
+                                             "reward margin, chosen − rejected"),
+              ("rewards/accuracies", "share of pairs", "pairs with a positive margin")]
+    panels = [p for p in panels if p[0] in history]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, (column, unit, title) in zip(axes[0], panels):
+        ax.plot(history["step"], history[column], marker=".")
+        ax.set(xlabel="step", ylabel=unit, title=title)
+    axes[0][0].axhline(np.log(2), ls="--", color="grey")
+    fig.tight_layout()
+    return fig

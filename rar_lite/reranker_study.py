@@ -164,18 +164,26 @@ def tuned_backend(setup: StudySetup, config=None, n_train: int = 1000, seed: int
     return TransformersBackend(adapter=result.adapter), result
 
 
-def chapter_backend(quick: bool = False, sets: simulate.SimulatedSets | None = None,
-                    n_train: int | None = None, steps: int | None = None,
-                    batch_size: int | None = None):
-    """Chapter 4's tuned pointwise backend with the chapter's settings (QUICK: 8 conversations,
-    2 steps of 4), for the later chapters; the adapter chapter 4 cached is reused."""
+def chapter_tuning(quick: bool = False, sets: simulate.SimulatedSets | None = None,
+                   n_train: int | None = None, steps: int | None = None,
+                   batch_size: int | None = None):
+    """(backend, TuneResult) of chapter 4's tuned pointwise reranker with the chapter's settings
+    (QUICK: 8 conversations, 2 steps of 4), for the later chapters; the adapter chapter 4 cached
+    is reused."""
     from rar_lite.tune import TuneConfig
 
     study = study_setup(4 if quick else 100, seed=0, quick=quick, sets=sets)
     defaults = TuneConfig()
     config = TuneConfig(steps=steps or (2 if quick else defaults.steps),
                         batch_size=batch_size or (4 if quick else defaults.batch_size), seed=0)
-    return tuned_backend(study, config, n_train=n_train or (8 if quick else 1000))[0]
+    return tuned_backend(study, config, n_train=n_train or (8 if quick else 1000))
+
+
+def chapter_backend(quick: bool = False, sets: simulate.SimulatedSets | None = None,
+                    n_train: int | None = None, steps: int | None = None,
+                    batch_size: int | None = None):
+    """The backend of `chapter_tuning` alone."""
+    return chapter_tuning(quick, sets, n_train, steps, batch_size)[0]
 
 
 def describe(table: pd.DataFrame, metric: str = "ndcg@10") -> str:

@@ -238,9 +238,20 @@ def test_config_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="unknown system 'gpt'"):
         evaluation.EvalConfig(systems=("gpt",))
     with pytest.raises(ValueError, match="unknown dataset"):
-        evaluation.EvalConfig(datasets=("redial",))
+        evaluation.EvalConfig(datasets=("movielens-chat",))
     with pytest.raises(ValueError, match="k >= 20"):
         evaluation.EvalConfig(k=10)
+
+
+def test_real_dataset_directories_come_from_config_or_environment(monkeypatch) -> None:
+    config = evaluation.EvalConfig(datasets=("redial",), data_dirs={"redial": "/data/redial"})
+    assert evaluation.data_dir(config, "redial") == "/data/redial"
+    monkeypatch.setenv("RAR_LITE_REDDIT_MOVIE_DIR", "/data/reddit")
+    assert evaluation.data_dir(evaluation.EvalConfig(), "reddit-movie") == "/data/reddit"
+    monkeypatch.delenv("RAR_LITE_INSPIRED_DIR", raising=False)
+    with pytest.raises(FileNotFoundError, match="set RAR_LITE_INSPIRED_DIR"):
+        evaluation.data_dir(evaluation.EvalConfig(), "inspired")
+    assert cli.main(["evaluate", "--data-dir", "inspired"]) == 2  # NAME=DIR expected
 
 
 def test_cli_help_names_every_system() -> None:
@@ -277,7 +288,7 @@ def test_evaluate_command_end_to_end(tmp_path: Path, corpus, matcher, capsys) ->
     out = tmp_path / "eval"
     code = cli.main(["evaluate", "--quick", "--no-progress", "--systems", "popularity",
                      "retriever", "keyword", "--seeds", "0", "--n-simulated", "4",
-                     "--inspired-dir", str(data), "--out", str(out)])
+                     "--data-dir", f"inspired={data}", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "GPT-4, zero-shot (He et al. 2023)" in printed and "cost (empty LLM cache)" in printed

@@ -54,3 +54,11 @@ def test_popularity_bias_figure() -> None:
     assert len(left.patches) >= 4  # 2 systems x 2 buckets (the size row is not a system)
     assert [t.get_text() for t in right.get_yticklabels()] == ["Popularity",
                                                                "targets (ground truth)"]
+
+
+def test_dpo_figure() -> None:
+    history = pd.DataFrame({"step": [1, 2], "loss": [0.69, 0.6], "rewards/margins": [0, 0.2],
+                            "rewards/accuracies": [0.0, 0.75]})
+    fig = plots.plot_dpo(history)
+    assert len(fig.axes) == 3 and all(_labelled(ax) for ax in fig.axes)
+    assert np.isclose(fig.axes[0].lines[1].get_ydata()[0], np.log(2))  # the start
