@@ -77,13 +77,8 @@ class DemoEngine:
         no movie."""
         if not request.strip() and not liked.strip():
             raise ValueError("type a request or some movies you liked")
-        history, unresolved = [], []
-        for name in parsing.parse_list(liked):
-            found = self.matcher.resolve(name)
-            if found is None:
-                unresolved.append(name)
-            elif found.item_id not in history:
-                history.append(found.item_id)
+        resolved, unresolved = rerank.resolve_names(parsing.parse_list(liked), self.matcher)
+        history = list(dict.fromkeys(resolved))
         said = request.strip()
         if history:
             titles = ", ".join(self.items.at[i, "title"] for i in history)
