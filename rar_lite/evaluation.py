@@ -26,7 +26,7 @@ import platform
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +152,6 @@ class Evaluation:
     cost: pd.DataFrame
     counts: pd.Series
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
     def metrics(self) -> list[str]:
         return [c for c in self.per_pair.columns if c.startswith(("ndcg@", "recall@"))]
@@ -182,7 +181,7 @@ class Evaluation:
                   for c in CONDITIONS}
         frame = pd.concat(tables, names=["set", "system"])
         cache.write_text_atomic(directory / "summary.csv", frame.to_csv())
-        record = {"config": asdict(self.config), "seconds": self.seconds, "notes": self.notes,
+        record = {"config": asdict(self.config), "seconds": self.seconds,
                   "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
                   "summary": {key: json.loads(t.to_json(orient="index"))
                               for key, t in tables.items()}}
@@ -394,6 +393,27 @@ def _llm_systems(tuned: TransformersBackend | None, zero_shot: TransformersBacke
                                                   response_cache=responses)
 
 
+def _score_run(dataset: str, system: str, seed: int, conversations: list[Conversation],
+               rankings: list[rerank.Ranking], candidates: list[list[int]] | None,
+               buckets: pd.Series, config: EvalConfig,
+               seconds: float) -> tuple[pd.DataFrame, list[dict], dict]:
+    """One system's run on one set, scored: (per-pair rows with the "new" flag and popularity
+    bucket, one ranking record per conversation, the timing row)."""
+    frame = pipeline.score_rankings(conversations, rankings, candidates, config.ks,
+                                    config.k).reset_index()
+    mentioned = {c.conversation_id: set(c.history) for c in conversations}
+    frame["new"] = [t not in mentioned[c] for c, t in zip(frame["conversation_id"],
+                                                         frame["target"])]
+    frame["bucket"] = [buckets.get(t, popularity.BUCKETS[-1]) for t in frame["target"]]
+    records = [_ranking_record(dataset, system, seed, c, r,
+                               None if candidates is None else candidates[n], config.k)
+               for n, (c, r) in enumerate(zip(conversations, rankings))]
+    timing = {"dataset": dataset, "system": system, "seed": seed,
+              "conversations": len(conversations),
+              "s / conversation": seconds / max(1, len(conversations))}
+    return frame.assign(dataset=dataset, system=system, seed=seed), records, timing
+
+
 def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluation:
     """Run every configured system on every configured set (see the module docstring); trained
     models (retrievers, the tuned adapter, feedback loops) come from the cache when chapters 3–5
@@ -417,43 +437,34 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     zero_shot = TransformersBackend() if {"llm", "rar-generate"} & set(config.systems) else None
     responses = ResponseCache() if needs_llm else None
     popular = PopularityRecommender(counts)
+    reader = (rerank.PointwiseReranker(tuned, corpus, response_cache=responses)
+              if tuned is not None else None)  # RAR's reranker, also the loop's reader
     seeded: dict[int, _Seeded] = {}
     for seed, setup in setups.items():
         loop_model = None
         if "rar-loop" in config.systems:
-            reranker = loop_study.pointwise_reranker(setup, tuned, responses)
             loop = loop_study.run_feedback(
-                setup, reranker, feedback.LoopConfig(rounds=config.loop_rounds, seed=seed),
+                setup, reader, feedback.LoopConfig(rounds=config.loop_rounds, seed=seed),
                 config.loop_train, progress=progress)
             loop_model = loop.model
         seeded[seed] = _Seeded(setup, loop_model)
 
     pairs, records, timing = [], [], []
     for data in conversation_sets(config, corpus, matcher, sets.test):
-        pointwise, generation, opener = _llm_systems(tuned, zero_shot, first.corpus,
-                                                     data.matcher, responses, config.llm_tokens)
+        _, generation, opener = _llm_systems(None, zero_shot, corpus, data.matcher, responses,
+                                             config.llm_tokens)
         for system in config.systems:
             runs = config.seeds if system in SEEDED else config.seeds[:1]
             for seed in runs:
                 began = time.perf_counter()
-                conversations, rankings, candidates = _run_system(
-                    system, data, seeded[seed], pointwise, generation, opener, popular, config,
-                    progress)
-                seconds = (time.perf_counter() - began) / max(1, len(conversations))
-                frame = pipeline.score_rankings(conversations, rankings, candidates, config.ks,
-                                                config.k).reset_index()
-                mentioned = {c.conversation_id: set(c.history) for c in conversations}
-                frame["new"] = [t not in mentioned[c] for c, t in
-                                zip(frame["conversation_id"], frame["target"])]
-                frame["bucket"] = [buckets.get(t, popularity.BUCKETS[-1])
-                                   for t in frame["target"]]
-                pairs.append(frame.assign(dataset=data.name, system=SYSTEMS[system], seed=seed))
-                records += [_ranking_record(data.name, SYSTEMS[system], seed, c, r,
-                                            None if candidates is None else candidates[n],
-                                            config.k)
-                            for n, (c, r) in enumerate(zip(conversations, rankings))]
-                timing.append({"dataset": data.name, "system": SYSTEMS[system], "seed": seed,
-                               "conversations": len(conversations), "s / conversation": seconds})
+                run = _run_system(system, data, seeded[seed], reader, generation, opener,
+                                  popular, config, progress)
+                frame, run_records, row = _score_run(data.name, SYSTEMS[system], seed, *run,
+                                                     buckets, config,
+                                                     time.perf_counter() - began)
+                pairs.append(frame)
+                records += run_records
+                timing.append(row)
     per_pair = pd.concat(pairs, ignore_index=True)
     front = ["dataset", "system", "seed", "conversation_id", "target", "new", "bucket"]
     per_pair = per_pair[front + [c for c in per_pair.columns if c not in front]]
@@ -535,11 +546,8 @@ def findings(evaluation: Evaluation, metric: str = "ndcg@10") -> str:
         for key in ("rar-sft", "rar-loop", "keyword"):
             if {SYSTEMS[key], SYSTEMS["retriever"]} <= present:
                 test = evaluation.paired(dataset, key, "retriever", metric)
-                verdict = ("a real gain" if test["p"] < 0.05 and test["diff"] > 0 else
-                           "a real loss" if test["p"] < 0.05 else "not distinguishable")
-                lines.append(f"{dataset}: {SYSTEMS[key]} − retriever only, {metric} "
-                             f"{test['diff']:+.4f} (95% CI {test['low']:+.4f} to "
-                             f"{test['high']:+.4f}, paired p = {test['p']:.3g}): {verdict}.")
+                lines.append(f"{dataset}: " + stats.describe_paired(
+                    test, SYSTEMS[key], "retriever only", metric))
     grounding = grounding_table(evaluation)
     for (dataset, system), row in grounding.iterrows():
         if row["hallucination rate"] > 0 or system == SYSTEMS["llm"]:

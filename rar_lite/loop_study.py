@@ -100,6 +100,36 @@ def compare(setup: LoopSetup, reranker: object, loop: feedback.LoopResult,
     }
 
 
+def compare_readers(setup: LoopSetup, readers: dict[str, object], conversations: list[Conversation],
+                    config: feedback.LoopConfig, n_train: int = 200, k: int = 20,
+                    progress: bool = False) -> tuple[dict[str, pipeline.PipelineRun],
+                                                     dict[str, feedback.LoopResult]]:
+    """Chapter 7's question, does a better reranker make a better loop? For each named reranker
+    in `readers`: RAR with the SFT retriever, the feedback loop with that reranker as its reader,
+    and RAR with the retriever after its loop, all on `conversations` (plus the retriever alone).
+    Returns (runs by name, loops by reader name)."""
+    loops = {name: run_feedback(setup, reader, config, n_train, progress)
+             for name, reader in readers.items()}
+    runs = {"retriever only (SFT)": pipeline.run_pipeline(setup.served, rerank.RetrieverOrder(),
+                                                          conversations, k)}
+    for name, reader in readers.items():
+        runs[f"RAR, {name}"] = pipeline.run_pipeline(setup.served, reader, conversations, k,
+                                                     progress=progress)
+    for name, reader in readers.items():
+        runs[f"RAR, {name}, after its loop"] = pipeline.run_pipeline(
+            setup.served.with_model(loops[name].model), reader, conversations, k,
+            progress=progress)
+    return runs, loops
+
+
+def loop_histories(loops: dict[str, feedback.LoopResult],
+                   columns: tuple[str, ...] = ("reward", "valid ndcg@10")) -> pd.DataFrame:
+    """Rounds × (column, reader): the loops' histories side by side."""
+    frame = pd.concat({name: loop.history.set_index("round")[list(columns)]
+                       for name, loop in loops.items()}, axis=1)
+    return frame.swaplevel(axis=1)[list(columns)]
+
+
 def trace_table(record: feedback.Feedback, corpus: pd.DataFrame) -> pd.DataFrame:
     """One conversation's round, one row per sampled candidate: which set, its sampled position,
     title, the LLM's rank of it within the set, whether it is the target; plus each set's

@@ -62,3 +62,16 @@ def paired_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
                                   alternative="two-sided", rng=np.random.default_rng(seed))
     return {**out, "low": float(interval.low), "high": float(interval.high),
             "p": float(test.pvalue)}
+
+
+def describe_paired(test: dict[str, float], a: str, b: str, metric: str = "ndcg@10",
+                    alpha: float = 0.05) -> str:
+    """One sentence on a `paired_test` result: the difference a − b with its 95% interval and
+    p-value, and the verdict at level `alpha` ("a real gain", "a real loss" or "not
+    distinguishable")."""
+    if test["p"] < alpha:
+        verdict = "a real gain" if test["diff"] > 0 else "a real loss"
+    else:
+        verdict = "not distinguishable"
+    return (f"{a} − {b}, {metric} {test['diff']:+.4f} (95% CI {test['low']:+.4f} to "
+            f"{test['high']:+.4f}, paired p = {test['p']:.3g}, {test['n']} pairs): {verdict}.")

@@ -65,6 +65,18 @@ def test_statistics_reject_bad_input() -> None:
         stats.mean_ci([1.0, 2.0], confidence=1.5)
 
 
+def test_describe_paired_states_the_verdict_from_p_and_sign() -> None:
+    gain = {"diff": 0.0465, "low": 0.0226, "high": 0.0721, "p": 0.0004, "n": 200}
+    assert stats.describe_paired(gain, "RAR", "retriever") == (
+        "RAR − retriever, ndcg@10 +0.0465 (95% CI +0.0226 to +0.0721, paired p = 0.0004, "
+        "200 pairs): a real gain.")
+    loss = {**gain, "diff": -0.02, "low": -0.03, "high": -0.01, "p": 0.01}
+    assert stats.describe_paired(loss, "A", "B", "recall@10").endswith("a real loss.")
+    unclear = {**gain, "p": 0.05}  # at the level itself: not below it
+    assert stats.describe_paired(unclear, "A", "B").endswith("not distinguishable.")
+    assert stats.describe_paired(unclear, "A", "B", alpha=0.1).endswith("a real gain.")
+
+
 # --- popularity buckets and baselines --------------------------------------------------------
 
 

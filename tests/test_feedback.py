@@ -124,3 +124,21 @@ def test_interrupted_loop_resumes_with_identical_results(tmp_path: Path, monkeyp
     loaded = feedback.run_loop(model, vocab, cases, TargetFirst(), config,
                                tmp_path / "resumed", progress=False)
     assert loaded.history[columns].equals(straight.history[columns])
+
+
+def test_loop_histories_puts_readers_side_by_side() -> None:
+    import pandas as pd
+
+    from rar_lite import loop_study
+
+    def result(rewards: list[float], ndcg: list[float]) -> feedback.LoopResult:
+        history = pd.DataFrame({"round": [1, 2], "reward": rewards, "valid ndcg@10": ndcg,
+                                "pairs": [5, 6]})
+        return feedback.LoopResult(model=None, history=history, seconds=0.0)
+
+    table = loop_study.loop_histories({"SFT": result([0.1, 0.2], [0.5, 0.6]),
+                                       "DPO": result([0.3, 0.4], [0.7, 0.8])})
+    assert list(table.columns) == [("reward", "SFT"), ("reward", "DPO"),
+                                   ("valid ndcg@10", "SFT"), ("valid ndcg@10", "DPO")]
+    assert list(table.index) == [1, 2]
+    assert table.at[2, ("reward", "DPO")] == 0.4 and table.at[1, ("valid ndcg@10", "SFT")] == 0.5
