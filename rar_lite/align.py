@@ -13,6 +13,13 @@ mistakes. Starting from chapter 4's supervised (SFT) pointwise reranker:
    reference policy is that merged SFT model (PEFT's adapter switched off). The sigmoid DPO loss
    on a yes/no completion pushes the score margin logit(yes) − logit(no) up on targets and down
    on the model's own mistakes, measured relative to the SFT model (β keeps it close).
+   **Batches hold whole conversations** (`training_order`): a conversation's target pair and
+   mistake pair share a step, so their pushes on the yes/no *prior* largely cancel and the
+   step's gain has to come from telling the two movies apart — chapter 4's group-loss lesson,
+   applied to DPO.
+   With TRL's default random sampling the two pairs land in different steps and each step
+   drags the prior towards whichever kind its batch holds more of (`AlignConfig.order`
+   chooses; `scripts/bench_align.py` measures both).
 3. The result loads back by path through chapter 4's backend:
    `TransformersBackend(model=result.base, adapter=result.adapter)`.
 
@@ -38,6 +45,9 @@ from rar_lite.conversations import Conversation
 from rar_lite.llm import smollm2_path
 from rar_lite.rerank import PointwiseReranker
 
+#: How `training_order` arranges the pairs (`AlignConfig.order`).
+ORDERS = ("conversation", "random")
+
 
 @dataclass(frozen=True)
 class AlignConfig:
@@ -46,11 +56,21 @@ class AlignConfig:
     beta: float = 0.1
     lr: float = 1e-4
     epochs: int = 1
-    batch_size: int = 8  # pairs per step
+    batch_size: int = 8  # pairs per step (even: a conversation's two pairs share a step)
     max_steps: int = -1  # -1: the epochs decide
     lora_r: int = 16
     lora_alpha: int = 32
     seed: int = 0
+    order: str = "conversation"  # see `training_order`; "random": TRL's usual shuffled pairs
+
+    def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+        if self.batch_size < 2 or self.batch_size % 2:
+            raise ValueError(f"batch_size must be even (a conversation's target and mistake "
+                             f"pairs share a step), got {self.batch_size}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
 
 
 @dataclass
@@ -84,6 +104,26 @@ def preference_pairs(reranker: PointwiseReranker, conversations: list[Conversati
     return pairs
 
 
+def training_order(pairs: list[dict], epochs: int, seed: int,
+                   order: str = "conversation") -> list[dict]:
+    """The pairs in training order, `epochs` times, each epoch reshuffled (seeded).
+
+    "conversation" shuffles the *conversations* and keeps a conversation's pairs together, so
+    with an even batch size every step holds both the target and the mistake of its
+    conversations: their pushes on the yes/no prior largely cancel in the step, as chapter 4's
+    group loss cancels the prior, and what is left is telling the two movies apart. "random" shuffles the pairs
+    themselves (what TRL's sampler does), so a step's pairs are a random mix of kinds."""
+    rng = np.random.default_rng(seed)
+    if order == "random":
+        return [pairs[i] for _ in range(epochs) for i in rng.permutation(len(pairs))]
+    groups: dict[str, list[dict]] = {}
+    for pair in pairs:
+        groups.setdefault(pair["conversation_id"], []).append(pair)
+    keys = list(groups)
+    return [pair for _ in range(epochs) for i in rng.permutation(len(keys))
+            for pair in groups[keys[i]]]
+
+
 def merged_model(adapter: Path, directory: Path) -> Path:
     """The base model with a LoRA `adapter` merged in fp32, saved (safetensors + tokenizer) to
     `directory` once; later calls return the saved copy."""
@@ -106,10 +146,13 @@ def merged_model(adapter: Path, directory: Path) -> Path:
     return directory
 
 
-def align_dpo(pairs: list[dict], sft_adapter: Path, config: AlignConfig, directory: Path,
-              progress: bool = True) -> AlignResult:
+def align_dpo(pairs: list[dict], sft_adapter: Path, config: AlignConfig,
+              directory: Path | None = None, progress: bool = True) -> AlignResult:
     """DPO-train a LoRA adapter on top of the merged SFT model (see the module docstring); the
-    adapter and `align.json` are written atomically to `directory`."""
+    adapter and `align.json` are written atomically to `directory`, by default
+    `cache_dir()/adapters/dpo-<fingerprint of the pairs, config and training order>`: a run
+    that differs in any of them gets its own directory, so answers the response cache holds for
+    one adapter are never served for another. A finished run in `directory` is loaded."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -118,16 +161,19 @@ def align_dpo(pairs: list[dict], sft_adapter: Path, config: AlignConfig, directo
 
     if not pairs:
         raise ValueError("no preference pairs to train on")
-    directory = Path(directory)
-    base = merged_model(Path(sft_adapter), directory.with_name(Path(sft_adapter).name + "-merged"))
     record = {"config": asdict(config), "sft_adapter": Path(sft_adapter).name,
               "pairs": cache.fingerprint([{k: p[k] for k in ("prompt", "chosen", "rejected")}
                                           for p in pairs]), "n_pairs": len(pairs)}
+    default = cache.cache_dir() / "adapters" / f"dpo-{cache.fingerprint(record)}"
+    directory = Path(directory or default)
+    base = merged_model(Path(sft_adapter), directory.with_name(Path(sft_adapter).name + "-merged"))
     meta = directory / "align.json"
     if meta.exists():
         saved = json.loads(meta.read_text())
-        if {k: saved.get(k) for k in record} == record:
-            return AlignResult(base, directory, pd.DataFrame(saved["history"]), saved["seconds"])
+        if {k: saved.get(k) for k in record} != record:
+            raise ValueError(f"{directory} holds a different DPO run; give this one its own "
+                             "directory (or none: the default is keyed by the run)")
+        return AlignResult(base, directory, pd.DataFrame(saved["history"]), saved["seconds"])
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -135,17 +181,19 @@ def align_dpo(pairs: list[dict], sft_adapter: Path, config: AlignConfig, directo
     tmp = directory.with_name(directory.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     args = DPOConfig(output_dir=str(tmp / "trainer"), beta=config.beta,
-                     learning_rate=config.lr, num_train_epochs=config.epochs,
+                     learning_rate=config.lr, num_train_epochs=1,  # epochs: training_order
                      max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
                      gradient_accumulation_steps=1, lr_scheduler_type="constant",
                      warmup_steps=0, logging_steps=1, save_strategy="no", report_to=[],
                      use_cpu=not torch.cuda.is_available(), seed=config.seed,
                      data_seed=config.seed, max_length=512, disable_tqdm=not progress,
-                     dataloader_num_workers=0)
+                     dataloader_num_workers=0, precompute_ref_log_probs=True,
+                     train_sampling_strategy="sequential")
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                       target_modules="all-linear", task_type="CAUSAL_LM")
     dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")}
-                                 for p in pairs])
+                                 for p in training_order(pairs, config.epochs, config.seed,
+                                                          config.order)])
     started = time.perf_counter()
     with warnings.catch_warnings():  # transformers 5.24 renames gradient checkpointing (noise)
         warnings.simplefilter("ignore", FutureWarning)

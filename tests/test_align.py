@@ -79,3 +79,31 @@ def test_tiny_dpo_run_moves_margins_and_loads_back(corpus, items, tmp_path: Path
     assert float(np.mean((after - before) * wanted)) > 0
     again = align.align_dpo(pairs, sft.adapter, config, tmp_path / "dpo", progress=False)
     assert again.seconds == result.seconds  # a finished run is loaded, not retrained
+    other = align.AlignConfig(lr=1e-4, batch_size=4, max_steps=4, beta=0.1)
+    with pytest.raises(ValueError, match="holds a different DPO run"):  # never overwritten
+        align.align_dpo(pairs, sft.adapter, other, tmp_path / "dpo", progress=False)
+
+
+def test_training_order_keeps_a_conversations_pairs_in_one_step() -> None:
+    pairs = [{"conversation_id": c, "kind": k} for c in "abcde" for k in ("target", "mistake")]
+    order = align.training_order(pairs, epochs=2, seed=0)
+    assert len(order) == 2 * len(pairs)
+    for epoch in (order[:10], order[10:]):
+        assert sorted(map(id, epoch)) == sorted(map(id, pairs))  # every pair once per epoch
+        for step in range(0, 10, 2):  # batch size 2: each step is one whole conversation
+            first, second = epoch[step], epoch[step + 1]
+            assert first["conversation_id"] == second["conversation_id"]
+            assert (first["kind"], second["kind"]) == ("target", "mistake")
+    epochs = [[p["conversation_id"] for p in e[::2]] for e in (order[:10], order[10:])]
+    assert epochs[0] != epochs[1]  # reshuffled per epoch (seed 0 gives different orders)
+    assert align.training_order(pairs, 2, seed=0) == order  # seeded
+    shuffled = align.training_order(pairs, 1, seed=0, order="random")
+    assert sorted(map(id, shuffled)) == sorted(map(id, pairs)) and shuffled != pairs
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("batch_size", 3, "batch_size must be even"), ("batch_size", 0, "batch_size must be even"),
+    ("epochs", 0, "epochs must be at least 1"), ("order", "sorted", "order must be one of")])
+def test_align_config_rejects_bad_values(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        align.AlignConfig(**{field: value})
