@@ -21,6 +21,8 @@ import yaml
 
 #: What the book is made of, relative to the repository root.
 BOOK_SOURCES: tuple[str, ...] = ("_config.yml", "_toc.yml", "references.bib", "book", "notebooks")
+#: The intro's pipeline figure, drawn into the staged book by `stage`.
+PIPELINE_FIGURE = Path("book") / "figures" / "pipeline.svg"
 
 
 def repo_root() -> Path:
@@ -54,7 +56,7 @@ def toc_notebooks(root: Path) -> list[Path]:
 
 
 def stage(root: Path, dest: Path) -> None:
-    """Copy the book sources from `root` into a fresh `dest`."""
+    """Copy the book sources from `root` into a fresh `dest` and draw the pipeline figure."""
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -65,6 +67,9 @@ def stage(root: Path, dest: Path) -> None:
                             ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
         elif source.exists():
             shutil.copy2(source, dest / name)
+    from rar_lite.plots import save_pipeline_figure
+
+    save_pipeline_figure(dest / PIPELINE_FIGURE)  # drawn by the package, not committed
 
 
 def execute(notebook: Path, quick: bool, parameters: dict | None = None) -> float:
@@ -97,9 +102,19 @@ def build(mode: str = "full", out: Path | None = None, root: Path | None = None)
         print(f"executing {notebook} ({mode})", flush=True)
         timings[str(notebook)] = execute(book_dir / notebook, quick=mode == "quick")
         print(f"  done in {timings[str(notebook)]:.1f} s", flush=True)
+    started = time.perf_counter()
     html = build_html(book_dir)
+    timings["jupyter-book build"] = time.perf_counter() - started
     print(f"book built: {html / 'index.html'}")
+    print(timing_table(timings))
     return html
+
+
+def timing_table(timings: dict[str, float]) -> str:
+    """A Markdown table of the seconds each step took, with the total."""
+    rows = [f"| {name} | {seconds / 60:.1f} |" for name, seconds in timings.items()]
+    total = sum(timings.values()) / 60
+    return "\n".join(["| step | minutes |", "| --- | --- |", *rows, f"| total | {total:.1f} |"])
 
 
 def main(argv: list[str] | None = None) -> None:

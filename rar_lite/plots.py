@@ -125,31 +125,64 @@ def plot_tuning(history: pd.DataFrame, window: int = 10) -> plt.Figure:
     return fig
 
 
+#: The feedback-loop figure's boxes, (x, y, label) on axes of 0-10 by 0-4, and arrows.
+LOOP_BOXES: dict[str, tuple[float, float, str]] = {
+    "retriever": (1.2, 3.0, "retriever π\n(history → item scores)"),
+    "sets": (5.0, 3.0, "M candidate sets\n~ Plackett–Luce(π)"),
+    "llm": (8.8, 3.0, "LLM reranks each set\n(reads the conversation)"),
+    "reward": (8.8, 1.0, "reward = NDCG of the\ntarget in the LLM's ranking"),
+    "pairs": (5.0, 1.0, "pairs: higher reward\nchosen over lower"),
+    "dpo": (1.2, 1.0, "DPO update of π\n(π_ref = SFT retriever)"),
+}
+LOOP_ARROWS = tuple((a, b, "") for a, b in [("retriever", "sets"), ("sets", "llm"),
+                                            ("llm", "reward"), ("reward", "pairs"),
+                                            ("pairs", "dpo"), ("dpo", "retriever")])
+
+
+def _box_diagram(ax: plt.Axes, boxes: dict[str, tuple[float, float, str]],
+                 arrows: tuple[tuple[str, str, str], ...], colours: dict[str, str],
+                 size: tuple[float, float]) -> None:
+    """Rounded boxes of `size` centred at their (x, y) and labelled arrows between their edges
+    (side to side, top to bottom, or corner to corner when slanted)."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    width, height = size
+    for name, (x, y, label) in boxes.items():
+        ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height,
+                                    boxstyle="round,pad=0.05,rounding_size=0.15",
+                                    facecolor=colours.get(name, "#e8f0fb"), edgecolor="#444444",
+                                    lw=1.2))
+        ax.text(x, y, label, ha="center", va="center", fontsize=9.5)
+    for a, b, label in arrows:
+        (xa, ya, _), (xb, yb, _) = boxes[a], boxes[b]
+        vertical, horizontal = abs(xa - xb) < 1e-9, abs(ya - yb) < 1e-9
+        if vertical:
+            sign = np.sign(yb - ya)
+            start, end = (xa, ya + sign * height / 2), (xb, yb - sign * height / 2)
+        elif horizontal:
+            sign = np.sign(xb - xa)
+            start, end = (xa + sign * width / 2, ya), (xb - sign * width / 2, yb)
+        else:
+            sx, sy = np.sign(xb - xa), np.sign(yb - ya)
+            start = (xa + sx * width / 2, ya + sy * (height / 2 - 0.1))
+            end = (xb - sx * width / 2, yb - sy * (height / 2 - 0.1))
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=16,
+                                     color="#333333", lw=1.4))
+        if label:  # beside a vertical arrow, above a horizontal or slanted one
+            mx, my = np.add(start, end) / 2
+            dx = 0.12 if vertical else 0.0 if horizontal else -0.12
+            ax.text(mx + dx, my + (0 if vertical else 0.05), label, fontsize=8.5,
+                    ha="left" if vertical else "center" if horizontal else "right",
+                    va="center" if vertical else "bottom", color="#333333")
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
 def plot_feedback_loop() -> plt.Axes:
     """The RAR feedback loop as a diagram: retriever -> sampled sets -> LLM -> rewards -> DPO."""
-    fig, ax = plt.subplots(figsize=(9, 3.6))
-    boxes = {
-        "retriever": (0.1, 0.7, "retriever π\n(history → item scores)"),
-        "sets": (0.5, 0.7, "M candidate sets\n~ Plackett–Luce(π)"),
-        "llm": (0.9, 0.7, "LLM reranks each set\n(reads the conversation)"),
-        "reward": (0.9, 0.2, "reward = NDCG of the\ntarget in the LLM's ranking"),
-        "pairs": (0.5, 0.2, "pairs: higher reward\nchosen over lower"),
-        "dpo": (0.1, 0.2, "DPO update of π\n(π_ref = SFT retriever)"),
-    }
-    for x, y, text in boxes.values():
-        ax.text(x, y, text, ha="center", va="center", fontsize=10,
-                bbox={"boxstyle": "round,pad=0.5", "facecolor": "#e8f0fb", "edgecolor": "#2b5d9c"})
-    arrows = [("retriever", "sets"), ("sets", "llm"), ("llm", "reward"), ("reward", "pairs"),
-              ("pairs", "dpo"), ("dpo", "retriever")]
-    for start, end in arrows:
-        (x0, y0, _), (x1, y1, _) = boxes[start], boxes[end]
-        dx, dy = x1 - x0, y1 - y0
-        shrink = 0.16 if dy == 0 else 0.12
-        offset = np.array([np.sign(dx), np.sign(dy)]) * shrink
-        ax.annotate("", xy=(x1 - offset[0], y1 - offset[1]), xytext=(x0 + offset[0], y0 + offset[1]),
-                    arrowprops={"arrowstyle": "-|>", "color": "#2b5d9c", "lw": 1.6})
-    ax.set(xlim=(-0.1, 1.1), ylim=(0, 0.95), title="One round of the RAR feedback loop")
-    ax.axis("off")
+    ax = plt.subplots(figsize=(9, 3.6))[1]
+    _box_diagram(ax, LOOP_BOXES, LOOP_ARROWS, {}, size=(3.1, 1.1))
+    ax.set(xlim=(-0.5, 10.5), ylim=(0.3, 3.7), title="One round of the RAR feedback loop")
     return ax
 
 
@@ -214,3 +247,64 @@ def plot_dpo(history: pd.DataFrame) -> plt.Figure:
     axes[0][0].axhline(np.log(2), ls="--", color="grey")
     fig.tight_layout()
     return fig
+
+
+#: The boxes of the pipeline figure: name -> (x, y, label); the axes run 0-10 by 0-6.
+PIPELINE_BOXES: dict[str, tuple[float, float, str]] = {
+    "corpus": (1.6, 5.1, "Movie corpus  (ch. 1)\nMovieLens + IMDb metadata"),
+    "conversation": (6.9, 5.1, "Conversation  (ch. 2)\nthe seeker's words,\nthe movies mentioned"),
+    "retriever": (1.6, 2.9, "Retriever  (ch. 3)\nLRURec on user histories"),
+    "reranker": (6.9, 2.9, "LLM reranker  (ch. 4)\nSmolLM2 + LoRA, reads\nthe request and metadata"),
+    "ranking": (6.9, 0.7, "Ranked list\nonly corpus movies"),
+    "evaluation": (1.6, 0.7, "Evaluation  (ch. 6)\nbaselines, CIs, bias, cost\ndemo  (ch. 8)"),
+}
+
+#: The arrows that carry data at recommendation time: (from, to, label).
+PIPELINE_ARROWS: tuple[tuple[str, str, str], ...] = (
+    ("corpus", "retriever", "movie ids"),
+    ("conversation", "retriever", "mentioned movies\n= the history"),
+    ("conversation", "reranker", ""),
+    ("retriever", "reranker", "K candidates\n+ metadata"),
+    ("reranker", "ranking", ""),
+    ("ranking", "evaluation", ""),
+)
+
+
+def plot_pipeline(ax: plt.Axes | None = None) -> plt.Axes:
+    """The RAR pipeline of the book: data, retriever, LLM reranker, ranked list, and the two
+    learning signals (the feedback loop teaching the retriever, DPO on the reranker)."""
+    from matplotlib.patches import FancyArrowPatch
+
+    ax = ax or plt.subplots(figsize=(9, 5.4))[1]
+    colours = {"corpus": "#dbe9f6", "conversation": "#dbe9f6", "retriever": "#fde0c5",
+               "reranker": "#d5efd5", "ranking": "#eeeeee", "evaluation": "#eeeeee"}
+    width, height = 3.0, 1.2
+    _box_diagram(ax, PIPELINE_BOXES, PIPELINE_ARROWS, colours, (width, height))
+    # The feedback loop (chapter 5): the reranker's rankings reward the retriever's sets.
+    (xr, yr, _), (xl, yl, _) = PIPELINE_BOXES["reranker"], PIPELINE_BOXES["retriever"]
+    ax.add_patch(FancyArrowPatch((xr - width / 2, yr - 0.35), (xl + width / 2, yl - 0.35),
+                                 connectionstyle="arc3,rad=-0.35", arrowstyle="-|>",
+                                 mutation_scale=16, color="#c0392b", lw=1.6, linestyle="--"))
+    ax.text((xr + xl) / 2, yr - 1.15, "feedback loop  (ch. 5): rewards from the LLM's\n"
+            "rankings → online DPO on the retriever", ha="center", va="center", fontsize=8.5,
+            color="#c0392b")
+    # DPO on the reranker's own mistakes (chapter 7).
+    ax.add_patch(FancyArrowPatch((xr + width / 2, yr + 0.4), (xr + width / 2, yr - 0.4),
+                                 connectionstyle="arc3,rad=-0.9", arrowstyle="-|>",
+                                 mutation_scale=14, color="#1f618d", lw=1.6, linestyle="--"))
+    ax.text(xr + width / 2 + 0.45, yr - 0.7, "DPO on its own\nmistakes  (ch. 7)", ha="center",
+            va="top", fontsize=8.5, color="#1f618d")
+    ax.set(xlim=(0, 10), ylim=(-0.1, 6), title="The RAR pipeline, chapter by chapter")
+    return ax
+
+
+def save_pipeline_figure(path) -> None:
+    """Draw `plot_pipeline` into an SVG file at `path` (the intro's figure; reproducible)."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ax = plot_pipeline()
+    with plt.rc_context({"svg.hashsalt": "rar-lite"}):
+        ax.figure.savefig(path, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(ax.figure)

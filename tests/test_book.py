@@ -62,3 +62,5 @@ def test_book_builds_without_warnings(staged_book: Path) -> None:
     html = build_book.build_html(staged_book)  # -W: any warning fails (CalledProcessError)
     for doc in build_book.toc_files(staged_book / "_toc.yml"):
         assert (html / f"{doc}.html").exists(), doc
+    assert "pipeline.svg" in (html / "book" / "intro.html").read_text(encoding="utf-8")
+    assert list((html / "_images").glob("pipeline*.svg")), "the intro's figure was not copied"

@@ -39,7 +39,9 @@ def test_other_figures() -> None:
     assert all(_labelled(ax) for ax in curves.axes)
     assert curves.axes[1].get_legend() is not None  # the SFT reference line
     diagram = plots.plot_feedback_loop()
-    assert diagram.get_title() and len(diagram.texts) == 12  # 6 boxes, 6 arrows
+    assert diagram.get_title() and [t.get_text() for t in diagram.texts] == [
+        label for _, _, label in plots.LOOP_BOXES.values()]
+    assert sum(type(p).__name__ == "FancyArrowPatch" for p in diagram.patches) == 6
 
 
 def test_popularity_bias_figure() -> None:
@@ -62,3 +64,19 @@ def test_dpo_figure() -> None:
     fig = plots.plot_dpo(history)
     assert len(fig.axes) == 3 and all(_labelled(ax) for ax in fig.axes)
     assert np.isclose(fig.axes[0].lines[1].get_ydata()[0], np.log(2))  # the start
+
+
+def test_pipeline_figure_draws_every_box_and_saves_reproducibly(tmp_path) -> None:
+    ax = plots.plot_pipeline()
+    texts = [t.get_text() for t in ax.texts]
+    for _, _, label in plots.PIPELINE_BOXES.values():
+        assert label in texts
+    assert any("feedback loop" in t for t in texts) and any("ch. 7" in t for t in texts)
+    arrows = [p for p in ax.patches if type(p).__name__ == "FancyArrowPatch"]
+    assert len(arrows) == len(plots.PIPELINE_ARROWS) + 2  # + the two learning signals
+    plots.save_pipeline_figure(tmp_path / "a" / "pipeline.svg")
+    plots.save_pipeline_figure(tmp_path / "b" / "pipeline.svg")
+    first = (tmp_path / "a" / "pipeline.svg").read_bytes()
+    assert first.startswith(b"<?xml") and b"<svg" in first
+    assert first == (tmp_path / "b" / "pipeline.svg").read_bytes()
+    ax.figure.clf()
