@@ -111,8 +111,9 @@ def training_order(pairs: list[dict], epochs: int, seed: int,
     "conversation" shuffles the *conversations* and keeps a conversation's pairs together, so
     with an even batch size every step holds both the target and the mistake of its
     conversations: their pushes on the yes/no prior largely cancel in the step, as chapter 4's
-    group loss cancels the prior, and what is left is telling the two movies apart. "random" shuffles the pairs
-    themselves (what TRL's sampler does), so a step's pairs are a random mix of kinds."""
+    group loss cancels the prior, and what is left is telling the two movies apart. "random"
+    shuffles the pairs themselves (what TRL's sampler does): a step's pairs are a random mix of
+    kinds."""
     rng = np.random.default_rng(seed)
     if order == "random":
         return [pairs[i] for _ in range(epochs) for i in rng.permutation(len(pairs))]

@@ -254,7 +254,8 @@ PIPELINE_BOXES: dict[str, tuple[float, float, str]] = {
     "corpus": (1.6, 5.1, "Movie corpus  (ch. 1)\nMovieLens + IMDb metadata"),
     "conversation": (6.9, 5.1, "Conversation  (ch. 2)\nthe seeker's words,\nthe movies mentioned"),
     "retriever": (1.6, 2.9, "Retriever  (ch. 3)\nLRURec on user histories"),
-    "reranker": (6.9, 2.9, "LLM reranker  (ch. 4)\nSmolLM2 + LoRA, reads\nthe request and metadata"),
+    "reranker": (6.9, 2.9,
+                 "LLM reranker  (ch. 4)\nSmolLM2 + LoRA, reads\nthe request and metadata"),
     "ranking": (6.9, 0.7, "Ranked list\nonly corpus movies"),
     "evaluation": (1.6, 0.7, "Evaluation  (ch. 6)\nbaselines, CIs, bias, cost\ndemo  (ch. 8)"),
 }
