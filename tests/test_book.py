@@ -23,6 +23,13 @@ def test_every_notebook_is_in_the_toc() -> None:
     assert NOTEBOOKS == sorted(NOTEBOOKS)  # reading order is chapter order
 
 
+def test_timing_table_in_minutes_with_total() -> None:
+    table = build_book.timing_table({"notebooks/01.ipynb": 90.0, "jupyter-book build": 12.0})
+    assert table.splitlines() == ["| step | minutes |", "| --- | --- |",
+                                  "| notebooks/01.ipynb | 1.5 |", "| jupyter-book build | 0.2 |",
+                                  "| total | 1.7 |"]
+
+
 def test_api_reference_lists_every_module() -> None:
     page = (ROOT / "book" / "api.md").read_text()
     modules = sorted(p.stem for p in (ROOT / "rar_lite").glob("*.py") if p.stem != "__init__")
