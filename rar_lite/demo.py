@@ -6,11 +6,15 @@ conversation; a chosen retriever proposes K candidates and a chosen ranking mode
 ranked movie comes with the stated attributes its metadata matches (the reason the metadata
 gives). `build_demo(engine)` wraps it in ipywidgets (persona picker, text boxes, toggles, a
 button, an HTML result), so the widget layer is thin and testable headless.
+
+Displayed, a `Demo` is the live widget in Jupyter and also carries a PNG picture of its current
+state (`snapshot_png`), which the static book shows (it loads no widget JavaScript).
 """
 
 from __future__ import annotations
 
 import html
+import io
 import time
 from dataclasses import dataclass
 
@@ -143,15 +147,84 @@ class Demo:
     button: object
     result: object
     box: object
+    last: DemoResult | str | None = None  # the shown result, the error message, or nothing yet
 
     def run(self, *_: object) -> None:
         """The button's callback: recommend and show the result (or the error)."""
         self.result.value = "<p>Working…</p>"
         try:
-            self.result.value = render(self.engine.recommend(
-                self.liked.value, self.request.value, self.retriever.value, self.ranker.value))
+            self.last = self.engine.recommend(
+                self.liked.value, self.request.value, self.retriever.value, self.ranker.value)
+            self.result.value = render(self.last)
         except ValueError as error:
+            self.last = str(error)
             self.result.value = f"<p style='color:#b00'>{html.escape(str(error))}</p>"
+
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict:
+        """The live widget for Jupyter, plus a PNG of its state for static pages."""
+        return {**self.box._repr_mimebundle_(), "image/png": snapshot_png(self)}
+
+
+def _clip(text: str, width: int) -> str:
+    """`text` on one line, cut to `width` characters with an ellipsis."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def snapshot_png(demo: Demo, top: int = 10) -> bytes:
+    """A picture of the widget as it stands: the form (selected toggles filled) and the top of
+    the shown ranking with its reasons. Drawn with matplotlib, so it needs no browser."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import FancyBboxPatch
+
+    ranking = demo.last.ranking.head(top) if isinstance(demo.last, DemoResult) else None
+    rows = 7 + (len(ranking) + 3 if ranking is not None else 2)
+    fig = Figure(figsize=(11, 0.36 * rows + 0.3))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, 110)
+    ax.set_ylim(rows, 0)
+    ax.axis("off")
+
+    def box(x: float, y: float, w: float, text: str, filled: bool = False) -> None:
+        ax.add_patch(FancyBboxPatch((x, y + 0.15), w, 0.7, boxstyle="round,pad=0,rounding_size=0.15",
+                                    facecolor="#1976d2" if filled else "white",
+                                    edgecolor="#1976d2" if filled else "#9e9e9e"))
+        ax.text(x + 0.8, y + 0.5, text, va="center", fontsize=9,
+                color="white" if filled else "black")
+
+    fields = [("Persona", f"{demo.persona.value}  ▾"), ("Liked", demo.liked.value),
+              ("Request", demo.request.value)]
+    for y, (label, value) in enumerate(fields):
+        ax.text(10, y + 0.5, label, ha="right", va="center", fontsize=9)
+        box(11, y, 97, _clip(value, 120))
+    for y, (label, toggle) in enumerate((("Retriever", demo.retriever), ("Ranking", demo.ranker)),
+                                        start=len(fields)):
+        ax.text(10, y + 0.5, label, ha="right", va="center", fontsize=9)
+        for i, option in enumerate(toggle.options):
+            box(11 + 25 * i, y, 24, _clip(option, 30), filled=option == toggle.value)
+    box(11, 5, 16, "Recommend", filled=True)
+    if ranking is None:
+        note = demo.last if isinstance(demo.last, str) else "(press Recommend)"
+        ax.text(1, 7.5, note, va="center", fontsize=9, color="#b00" if demo.last else "gray")
+        return _png(fig)
+    ax.text(1, 6.5, _clip(f"Seeker: {demo.last.conversation.seeker_text()}", 150), va="center",
+            fontsize=9)
+    ax.text(1, 7.5, f"Recommended ({demo.last.seconds:.2f} s)", va="center", fontsize=10,
+            weight="bold")
+    why = ranking.columns[-1]
+    columns = ((1, "rank", 4), (5, "title", 45), (50, "year", 6), (56, why, 70))
+    for x, name, width in columns:
+        ax.text(x, 8.5, _clip(name, width), va="center", fontsize=9, weight="bold")
+        for y, value in enumerate(ranking[name], start=9):
+            ax.text(x, y + 0.5, _clip(value, width), va="center", fontsize=9)
+    return _png(fig)
+
+
+def _png(fig: object) -> bytes:
+    """The figure as PNG bytes (no pyplot: nothing is shown twice in a notebook)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
 
 
 def build_demo(engine: DemoEngine, persona: str | None = None) -> Demo:

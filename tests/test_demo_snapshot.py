@@ -1,0 +1,56 @@
+"""Chapter 8's demo as the static book shows it: the widget's display carries a PNG picture of
+its state next to the live widget view."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from rar_lite import demo, rerank
+
+
+class _FixedRetriever:
+    """Always the same candidates, scores descending."""
+
+    def __init__(self, items: list[int]) -> None:
+        self.items = items
+
+    def topk(self, histories, k=20):
+        return (np.array([self.items[:k]]), np.array([np.arange(k, 0, -1, dtype="float32")]))
+
+
+@pytest.fixture(scope="module")
+def widget(corpus: pd.DataFrame, matcher) -> demo.Demo:
+    titles = ["Toy Story", "Heat", "Casablanca", "Jumanji", "The Usual Suspects"]
+    items = [int(corpus.index[corpus.title == t][0]) for t in titles]
+    engine = demo.DemoEngine(corpus, matcher, {"fixed": _FixedRetriever(items)},
+                             {"keyword rule": rerank.KeywordReranker(corpus),
+                              "retriever order": rerank.RetrieverOrder()}, k=5)
+    return demo.build_demo(engine, persona="family night")
+
+
+def _image(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def test_display_is_the_live_widget_plus_a_picture(widget: demo.Demo) -> None:
+    before = widget._repr_mimebundle_()
+    assert before["application/vnd.jupyter.widget-view+json"]["model_id"] == widget.box.model_id
+    assert _image(before["image/png"]).format == "PNG"
+    widget.run()
+    after = widget._repr_mimebundle_()
+    assert isinstance(widget.last, demo.DemoResult)
+    assert _image(after["image/png"]).height > _image(before["image/png"]).height  # + ranking
+
+
+def test_picture_shows_an_error_too(widget: demo.Demo) -> None:
+    widget.liked.value, widget.request.value = "", " "
+    widget.run()
+    assert widget.last == "type a request or some movies you liked"
+    assert _image(demo.snapshot_png(widget)).width == 1100
