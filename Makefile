@@ -9,7 +9,11 @@ STAMP  := $(VENV)/.rar-lite-installed
 RAR_LITE_INSPIRED_DIR ?= $(abspath $(wildcard ../shared/data/inspired))
 export RAR_LITE_INSPIRED_DIR
 
-.PHONY: book test install notebooks html unit clean
+# `make test` builds the QUICK book here; `make check-book` reads `make book`'s unless told.
+QUICK_HTML := _build/quick/book/_build/html
+BOOK_HTML  ?= _build/book/_build/html
+
+.PHONY: book test check-book install notebooks html unit clean
 
 install: $(STAMP)
 
@@ -29,9 +33,18 @@ $(STAMP): pyproject.toml
 book: install
 	$(BIN)/python -m rar_lite.build_book --mode full
 
-# Tests: unit tests plus every notebook executed in QUICK mode.
+# Tests: unit tests plus every notebook executed in QUICK mode and the book built (in
+# $(QUICK_HTML)), then that book read offline in headless Chromium.
 test: install
 	$(BIN)/python -m pytest -q tests
+	$(MAKE) --no-print-directory check-book BOOK_HTML=$(QUICK_HTML)
+
+# Every page of the built book opened in headless Chromium with the network off: fails on a
+# request outside the site, an untypeset formula, a broken image, a printed warning or install
+# path; chapter screenshots go to $(BOOK_HTML)/../screenshots. Without Chromium it says how to
+# install it and passes (SKIPPED).
+check-book: install
+	$(BIN)/python -m rar_lite.book_check $(BOOK_HTML)
 
 clean:
 	rm -rf _build

@@ -1,13 +1,16 @@
 """The book: table of contents in step with the files, notebooks in the committed form, every
-notebook executed in QUICK mode, and the Jupyter Book build passing with -W."""
+notebook executed in QUICK mode, and the Jupyter Book build passing with -W and loading nothing
+from the network. The QUICK book is built in _build/quick, where `make test` then opens every
+page in headless Chromium (`make check-book`, rar_lite.book_check)."""
 
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from conftest import ROOT
-from rar_lite import build_book
+from rar_lite import book_check, build_book
 
 NOTEBOOKS = build_book.toc_notebooks(ROOT)
 
@@ -49,11 +52,14 @@ def test_notebook_form(notebook: Path) -> None:
     assert nb.cells[0].cell_type == "markdown" and "You will learn" in nb.cells[0].source
 
 
+#: Where the tests build the QUICK book (`make test` checks it in Chromium afterwards).
+QUICK_BOOK = ROOT / "_build" / "quick" / "book"
+
+
 @pytest.fixture(scope="module")
-def staged_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    book = tmp_path_factory.mktemp("book") / "book"
-    build_book.stage(ROOT, book)
-    return book
+def staged_book() -> Path:
+    build_book.stage(ROOT, QUICK_BOOK)
+    return QUICK_BOOK
 
 
 @pytest.mark.notebooks
@@ -71,3 +77,11 @@ def test_book_builds_without_warnings(staged_book: Path) -> None:
         assert (html / f"{doc}.html").exists(), doc
     assert "pipeline.svg" in (html / "book" / "intro.html").read_text(encoding="utf-8")
     assert list((html / "_images").glob("pipeline*.svg")), "the intro's figure was not copied"
+    # read offline: MathJax ships with the site, no page loads a script from the network, and
+    # no page prints a warning or a path of this machine (Chromium checks what a reader sees)
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
+    paths = book_check.machine_paths(html)
+    for page in book_check.pages_of(html):
+        text = (html / page).read_text(encoding="utf-8")
+        assert not re.search(r"<script[^>]+src=\"(https?:)?//", text), page
+        assert book_check.text_problems(text, paths) == [], page
