@@ -5,12 +5,18 @@
 notebook in `_toc.yml` is executed there with its default parameters (`--mode quick` passes
 `QUICK=True`), and `jupyter-book build -W -n --keep-going` renders the executed copies. A failing
 cell stops papermill; a warning fails the build. The committed notebooks stay output-free.
+
+The static book loads no widget JavaScript (it would come from a CDN): after execution each widget
+output keeps its picture when it has one (chapter 8's demo) or becomes the text its final state
+shows (tqdm's progress bars: `lrurec: 100% |██████████| 3/3 [00:04<00:00]`), see `freeze_widgets`.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +29,8 @@ import yaml
 BOOK_SOURCES: tuple[str, ...] = ("_config.yml", "_toc.yml", "references.bib", "book", "notebooks")
 #: The intro's pipeline figure, drawn into the staged book by `stage`.
 PIPELINE_FIGURE = Path("book") / "figures" / "pipeline.svg"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 def repo_root() -> Path:
@@ -73,7 +81,8 @@ def stage(root: Path, dest: Path) -> None:
 
 
 def execute(notebook: Path, quick: bool, parameters: dict | None = None) -> float:
-    """Execute `notebook` in place with papermill (cwd = its folder); returns seconds taken."""
+    """Execute `notebook` in place with papermill (cwd = its folder), then make its widget
+    outputs static (`freeze_widgets`); returns seconds taken."""
     import papermill
 
     started = time.perf_counter()
@@ -81,7 +90,51 @@ def execute(notebook: Path, quick: bool, parameters: dict | None = None) -> floa
         str(notebook), str(notebook), cwd=str(notebook.parent), kernel_name="python3",
         parameters={"QUICK": quick, **(parameters or {})}, progress_bar=False,
     )
+    freeze_widgets(notebook)
     return time.perf_counter() - started
+
+
+def widget_text(model_id: str, state: dict) -> str:
+    """The text a widget shows in its saved `state` (ipywidgets' widget-state JSON): labels and
+    HTML values as text, progress bars drawn with blocks, boxes as their children in order."""
+    model = state.get(model_id.removeprefix("IPY_MODEL_"))
+    if model is None:
+        return ""
+    values = model.get("state", {})
+    if "children" in values:
+        return " ".join(t for c in values["children"] if (t := widget_text(c, state)))
+    if model.get("model_name") in ("FloatProgressModel", "IntProgressModel"):
+        filled = round(10 * values.get("value", 0) / values["max"]) if values.get("max") else 0
+        return "|" + "█" * filled + " " * (10 - filled) + "|"
+    value = values.get("value")
+    if not isinstance(value, str):  # a slider's number, a checkbox: not shown as text here
+        return ""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", value)).split())  # \u2007 is a space
+
+
+def freeze_widgets(notebook: Path) -> int:
+    """Make an executed notebook's widget outputs static, in place; returns how many changed.
+
+    An output that also carries a picture (or HTML) keeps it; one that has only its text
+    stand-in gets the text of the widget's final state (`widget_text`) instead. The saved
+    widget state goes too, so the book embeds no widget JavaScript or state."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    changed = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).pop(WIDGET_VIEW, None)
+            if view is None:
+                continue
+            changed += 1
+            if set(output["data"]) <= {"text/plain"}:
+                output["data"]["text/plain"] = (widget_text(view["model_id"], state)
+                                                or output["data"].get("text/plain", ""))
+    nb.metadata.pop("widgets", None)
+    nbformat.write(nb, notebook)
+    return changed
 
 
 def build_html(book_dir: Path) -> Path:

@@ -40,6 +40,39 @@ def test_api_reference_lists_every_module() -> None:
     assert not missing, f"add to book/api.md: {missing}"
 
 
+def _widget_notebook() -> nbformat.NotebookNode:
+    """An executed notebook with a tqdm bar (widget + text stand-in) and a widget that also
+    carries a picture (chapter 8's demo), with the saved widget state."""
+    view = build_book.WIDGET_VIEW
+    bar = nbformat.v4.new_output("display_data", data={
+        view: {"model_id": "bar", "version_major": 2, "version_minor": 0},
+        "text/plain": "lrurec:   0%|          | 0/3 [00:00<?, ?it/s]"})
+    demo = nbformat.v4.new_output("execute_result", data={
+        view: {"model_id": "box", "version_major": 2, "version_minor": 0},
+        "image/png": "iVBORw0KGgo=", "text/plain": "Demo(...)"}, execution_count=2)
+    state = {"bar": {"model_name": "HBoxModel",
+                     "state": {"children": ["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]}},
+             "l": {"model_name": "HTMLModel", "state": {"value": "lrurec:\u2007100%"}},
+             "p": {"model_name": "FloatProgressModel", "state": {"value": 3.0, "max": 3.0}},
+             "r": {"model_name": "HTMLModel", "state": {"value": "\u20073/3\u2007[00:04&lt;00:00]"}},
+             "box": {"model_name": "VBoxModel", "state": {"children": []}}}
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[bar, demo])])
+    nb.metadata["widgets"] = {build_book.WIDGET_STATE: {"state": state}}
+    return nb
+
+
+def test_freeze_widgets_keeps_pictures_and_writes_final_bars(tmp_path: Path) -> None:
+    path = tmp_path / "executed.ipynb"
+    nbformat.write(_widget_notebook(), path)
+    assert build_book.freeze_widgets(path) == 2
+    nb = nbformat.read(path, as_version=4)
+    bar, demo = (o["data"] for o in nb.cells[0].outputs)
+    assert bar == {"text/plain": "lrurec: 100% |██████████| 3/3 [00:04<00:00]"}
+    assert sorted(demo) == ["image/png", "text/plain"]  # the picture stays, the view goes
+    assert "widgets" not in nb.metadata  # no widget state (nor its JavaScript) in the book
+    assert build_book.widget_text("missing", {}) == ""
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=str)
 def test_notebook_form(notebook: Path) -> None:
     nb = nbformat.read(ROOT / notebook, as_version=4)
