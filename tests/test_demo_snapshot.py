@@ -5,31 +5,15 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
+from test_demo import engine  # noqa: F401  (the fixture: chapter 8's engine on fixed candidates)
 
-from rar_lite import demo, rerank
-
-
-class _FixedRetriever:
-    """Always the same candidates, scores descending."""
-
-    def __init__(self, items: list[int]) -> None:
-        self.items = items
-
-    def topk(self, histories, k=20):
-        return (np.array([self.items[:k]]), np.array([np.arange(k, 0, -1, dtype="float32")]))
+from rar_lite import demo
 
 
 @pytest.fixture(scope="module")
-def widget(corpus: pd.DataFrame, matcher) -> demo.Demo:
-    titles = ["Toy Story", "Heat", "Casablanca", "Jumanji", "The Usual Suspects"]
-    items = [int(corpus.index[corpus.title == t][0]) for t in titles]
-    engine = demo.DemoEngine(corpus, matcher, {"fixed": _FixedRetriever(items)},
-                             {"keyword rule": rerank.KeywordReranker(corpus),
-                              "retriever order": rerank.RetrieverOrder()}, k=5)
+def widget(engine: demo.DemoEngine) -> demo.Demo:  # noqa: F811
     return demo.build_demo(engine, persona="family night")
 
 
