@@ -5,6 +5,12 @@ atomically (a temporary file in the same directory, then `os.replace`), so an in
 never leaves a half-written artifact behind. Tabular artifacts carry a manifest with the
 fingerprint of their inputs and code and the SHA-256 of the data file: a stale or corrupt artifact
 is detected on load and rebuilt, never silently used.
+
+Checkpoints (model weights, optimizer moments, RNG states, progress) have one format for the whole
+package: `save_checkpoint` writes the tensors as safetensors and everything else as JSON, never a
+pickle, so a file planted in the cache cannot run code when a chapter resumes; `load_checkpoint`
+returns None (with a warning naming the file) for a missing, truncated or corrupt checkpoint, and
+the caller recomputes.
 """
 
 from __future__ import annotations
@@ -14,11 +20,15 @@ import hashlib
 import inspect
 import json
 import os
+import re
+import shutil
 import tempfile
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pandas as pd
 
@@ -46,6 +56,25 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty temporary directory next to `target`; it replaces `target` (directory)
+    only if the block succeeds, so readers see the old directory or the complete new one."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = tmp.with_suffix(".old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text_atomic(target: Path, text: str) -> None:
@@ -111,3 +140,102 @@ def load_frame(path: Path, key: str) -> pd.DataFrame | None:
         warnings.warn(f"cache file {path} is corrupt ({error}); rebuilding it", stacklevel=2)
         return None
     return frame
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+CHECKPOINT_RECORD = "state.json"
+_CHECKPOINT_KEY = "_checkpoint"
+_TENSOR_FILE = re.compile(r"^state-[0-9a-f]{16}\.safetensors$")
+
+
+def save_checkpoint(directory: Path, tensors: dict[str, Any], record: dict[str, Any]) -> None:
+    """Write a checkpoint into `directory`: `tensors` (name -> torch tensor) as safetensors and
+    `record` (JSON-serialisable: progress, histories, step counts) as `state.json`.
+
+    The tensor file is named by its hash and written first; `state.json`, written atomically
+    last, names it and holds its SHA-256. A run killed at any point leaves the previous complete
+    checkpoint (or none), never a mixed one. Other files in `directory` are left alone.
+    """
+    from safetensors.torch import save
+
+    if _CHECKPOINT_KEY in record:
+        raise ValueError(f"{_CHECKPOINT_KEY!r} is reserved in a checkpoint record")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # clones: safetensors refuses tensors that share memory (tied weights, views)
+    owned = {name: value.detach().cpu().clone().contiguous() for name, value in tensors.items()}
+    data = save(owned)
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"state-{digest[:16]}.safetensors"
+    with atomic_path(directory / name) as tmp:
+        tmp.write_bytes(data)
+    body = {**record, _CHECKPOINT_KEY: {"format": 1, "tensors": name, "sha256": digest}}
+    write_text_atomic(directory / CHECKPOINT_RECORD, json.dumps(body, indent=1))
+    for stale in directory.glob("state-*.safetensors"):
+        if stale.name != name and _TENSOR_FILE.match(stale.name):
+            stale.unlink(missing_ok=True)
+
+
+def load_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(tensors, record) saved by `save_checkpoint`, or None when there is none to resume from.
+
+    A missing checkpoint returns None quietly; an unreadable, truncated or tampered one (bad
+    JSON, a tensor file whose SHA-256 differs, an older pickle-based format) also returns None,
+    with a warning naming the file, so the caller recomputes. Nothing is ever unpickled.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(directory) / CHECKPOINT_RECORD
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        info = record.pop(_CHECKPOINT_KEY, None) if isinstance(record, dict) else None
+        if not isinstance(info, dict) or info.get("format") != 1:
+            raise ValueError("not a checkpoint of this version (no tensor file recorded)")
+        name = str(info.get("tensors"))
+        if not _TENSOR_FILE.match(name):
+            raise ValueError(f"bad tensor file name {name!r}")
+        tensor_path = path.with_name(name)
+        if sha256_file(tensor_path) != info.get("sha256"):
+            raise ValueError(f"{name} does not match its SHA-256 (truncated or modified)")
+        tensors = load_file(str(tensor_path))
+    except Exception as error:  # noqa: BLE001 - any failure means "recompute"
+        warnings.warn(f"checkpoint {path} is unusable ({error}); recomputing", stacklevel=2)
+        return None
+    return tensors, record
+
+
+def optimizer_tensors(optimizer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A torch optimizer's state split for `save_checkpoint`: its tensors (moments, step
+    counters) as `optimizer.<param index>.<slot>`, and the rest (param groups, plain numbers) as
+    a JSON-serialisable dict."""
+    import torch
+
+    state = optimizer.state_dict()
+    tensors: dict[str, Any] = {}
+    plain: dict[str, dict[str, Any]] = {}
+    for index, slots in state["state"].items():
+        for slot, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{slot}"] = value
+            else:
+                plain.setdefault(str(index), {})[slot] = value
+    return tensors, {"state": plain, "param_groups": state["param_groups"]}
+
+
+def restore_optimizer(optimizer: Any, tensors: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Inverse of `optimizer_tensors`: load the saved state into `optimizer` (built over the
+    same parameters). JSON turned tuples (Adam's betas) into lists; they become tuples again."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, slot = key.split(".", 2)
+            state.setdefault(int(index), {})[slot] = value
+    for index, slots in meta["state"].items():
+        state.setdefault(int(index), {}).update(slots)
+    groups = [{key: tuple(value) if isinstance(current.get(key), tuple) else value
+               for key, value in saved.items()}
+              for saved, current in zip(meta["param_groups"], optimizer.param_groups)]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -208,15 +206,24 @@ class LoopResult:
 
 def _save_round(directory: Path, round_: int, model: SequentialRecommender,
                 optimizer: torch.optim.Optimizer, record: dict, history: list[dict]) -> None:
-    final = directory / f"round-{round_:02d}"
-    tmp = directory / f".round-{round_:02d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()},
-               tmp / "state.pt")
-    (tmp / "loop.json").write_text(json.dumps({"record": record, "history": history}))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    """Checkpoint a finished round (`cache.save_checkpoint`: safetensors + JSON, no pickle)."""
+    tensors, optimizer_meta = cache.optimizer_tensors(optimizer)
+    tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
+    cache.save_checkpoint(directory / f"round-{round_:02d}", tensors,
+                          {"record": record, "history": history, "optimizer": optimizer_meta})
+
+
+def _load_round(directory: Path, round_: int, record: dict, model: SequentialRecommender,
+                optimizer: torch.optim.Optimizer) -> list[dict] | None:
+    """The history of a saved round made with the same `record`, its state loaded into `model`
+    and `optimizer`; None when it is missing, unusable (then warned) or from another run."""
+    loaded = cache.load_checkpoint(directory / f"round-{round_:02d}")
+    if loaded is None or loaded[1].get("record") != record:
+        return None
+    tensors, saved = loaded
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    cache.restore_optimizer(optimizer, tensors, saved["optimizer"])
+    return saved["history"]
 
 
 def _state_fingerprint(model: torch.nn.Module) -> str:
@@ -251,17 +258,11 @@ def run_loop(model: SequentialRecommender, vocab: ItemVocab, conversations: list
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
     history: list[dict] = []
     seconds = 0.0
-    for round_ in range(config.rounds, 0, -1):  # resume from the newest matching round
-        saved = directory / f"round-{round_:02d}"
-        if (saved / "loop.json").exists():
-            meta = json.loads((saved / "loop.json").read_text())
-            if meta["record"] == record:
-                state = torch.load(saved / "state.pt", weights_only=False)
-                policy.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                history = meta["history"]
-                seconds = history[-1]["seconds"]
-                break
+    for round_ in range(config.rounds, 0, -1):  # resume from the newest usable round
+        saved = _load_round(directory, round_, record, policy, optimizer)
+        if saved is not None:
+            history, seconds = saved, saved[-1]["seconds"]
+            break
     for round_ in range(len(history), config.rounds):
         started = time.perf_counter()
         feedback = collect_feedback(policy, vocab, conversations, reranker, config, round_,

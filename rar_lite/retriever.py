@@ -116,28 +116,23 @@ def evaluate(model: SequentialRecommender, split: Split, vocab: ItemVocab,
 
 def _save_state(directory: Path, model: SequentialRecommender, optimizer: torch.optim.Optimizer,
                 state: dict) -> None:
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    names = {id(p): n for n, p in model.named_parameters()}
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            for key, value in optimizer.state.get(param, {}).items():
-                if isinstance(value, torch.Tensor):
-                    tensors[f"optim.{names[id(param)]}.{key}"] = value.detach().contiguous()
-    with cache.atomic_path(directory / "last.safetensors") as tmp:
-        save_file(tensors, str(tmp))
-    cache.write_text_atomic(directory / "state.json", json.dumps(state, indent=1))
+    """The full training state (weights, optimizer, progress) as one `cache` checkpoint."""
+    tensors, optimizer_meta = cache.optimizer_tensors(optimizer)
+    tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
+    cache.save_checkpoint(directory, tensors, {**state, "optimizer": optimizer_meta})
 
 
 def _load_state(directory: Path, model: SequentialRecommender,
-                optimizer: torch.optim.Optimizer) -> dict:
-    tensors = load_file(str(directory / "last.safetensors"))
+                optimizer: torch.optim.Optimizer) -> dict | None:
+    """Restore `_save_state`'s checkpoint into `model` and `optimizer`; None when there is
+    none (or it is unusable: the caller then trains from the start)."""
+    loaded = cache.load_checkpoint(directory)
+    if loaded is None:
+        return None
+    tensors, state = loaded
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    by_name = dict(model.named_parameters())
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            name, slot = key[6:].rsplit(".", 1)
-            optimizer.state[by_name[name]][slot] = value
-    return json.loads((directory / "state.json").read_text())
+    cache.restore_optimizer(optimizer, tensors, state.pop("optimizer"))
+    return state
 
 
 def _config_record(model_config: ModelConfig, train_config: TrainConfig,
@@ -180,9 +175,8 @@ def train_retriever(split: Split, vocab: ItemVocab, model_config: ModelConfig,
     model = build_model(model_config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
                                   weight_decay=train_config.weight_decay)
-    state = {"epoch": 0, "best_epoch": 0, "best_recall10": -1.0, "history": [], "done": False}
-    if (directory / "last.safetensors").exists() and (directory / "state.json").exists():
-        state = _load_state(directory, model, optimizer)
+    state = _load_state(directory, model, optimizer) or {
+        "epoch": 0, "best_epoch": 0, "best_recall10": -1.0, "history": [], "done": False}
     windows = training_windows(split, vocab, model_config.max_len)
     calls = 0
     bar = tqdm(total=train_config.epochs, initial=state["epoch"], desc=model_config.model,
@@ -236,7 +230,12 @@ def load_model(directory: Path, vocab: ItemVocab) -> SequentialRecommender:
             f"{record['vocab_fingerprint']}, but this corpus split has {len(vocab)} items "
             f"({vocab.fingerprint()}): retrain it for this corpus")
     model = build_model(ModelConfig(**record["model"]))
-    model.load_state_dict(load_file(str(directory / "best.safetensors")))
+    try:
+        model.load_state_dict(load_file(str(directory / "best.safetensors")))
+    except Exception as error:  # truncated, corrupt or foreign weights: say which file and why
+        raise CheckpointMismatchError(
+            f"{directory / 'best.safetensors'} is unusable ({error}); delete {directory} and "
+            "train again") from None
     return model.eval()
 
 

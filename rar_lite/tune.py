@@ -169,15 +169,30 @@ def _batches(examples: list[Example], batch_size: int, rng: np.random.Generator)
 
 def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 state: dict) -> None:
-    """Checkpoint (adapter, optimizer, RNGs, progress) atomically into `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()},
-               tmp / "trainer_state.pt")
-    (tmp / "state.json").write_text(json.dumps(state))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    """Checkpoint (adapter, optimizer, RNGs, progress) into `path` (`cache.save_checkpoint`)."""
+    from peft import get_peft_model_state_dict
+
+    tensors, optimizer_meta = cache.optimizer_tensors(optimizer)
+    tensors.update({f"adapter.{k}": v for k, v in get_peft_model_state_dict(model).items()})
+    tensors["rng.torch"] = torch.get_rng_state()
+    cache.save_checkpoint(path, tensors, {**state, "optimizer": optimizer_meta})
+
+
+def _load_state(path: Path, record: dict, model: torch.nn.Module,
+                optimizer: torch.optim.Optimizer) -> dict | None:
+    """Restore `_save_state`'s checkpoint of the same run into `model`, `optimizer` and torch's
+    RNG; returns its progress, or None when there is none usable."""
+    from peft import set_peft_model_state_dict
+
+    loaded = cache.load_checkpoint(path)
+    if loaded is None or loaded[1].get("record") != record:
+        return None
+    tensors, state = loaded
+    set_peft_model_state_dict(model, {k[8:]: v for k, v in tensors.items()
+                                      if k.startswith("adapter.")})
+    cache.restore_optimizer(optimizer, tensors, state.pop("optimizer"))
+    torch.set_rng_state(tensors["rng.torch"])
+    return state
 
 
 def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
@@ -187,8 +202,7 @@ def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
     directory that already holds a finished run with the same config is loaded, not retrained;
     an interrupted run resumes from its last checkpoint (`<directory>.checkpoint`).
     """
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
+    from peft import LoraConfig, get_peft_model
 
     directory = Path(directory)
     record = {"config": asdict(config), "n_examples": len(examples),
@@ -222,17 +236,11 @@ def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
     seconds_before = 0.0
     batches = _batches(examples, config.batch_size, rng)
     checkpoint = directory.with_name(directory.name + ".checkpoint")
-    state_file = checkpoint / "state.json"
-    if state_file.exists():
-        state = json.loads(state_file.read_text())
-        if state["record"] == record:
-            set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors"))
-            trainer = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
-            optimizer.load_state_dict(trainer["optimizer"])
-            torch.set_rng_state(trainer["torch_rng"])
-            rng.bit_generator.state = state["rng"]
-            history, batches = state["history"], state["batches"]
-            seconds_before = state["seconds"]
+    state = _load_state(checkpoint, record, model, optimizer)
+    if state is not None:
+        rng.bit_generator.state = state["rng"]
+        history, batches = state["history"], state["batches"]
+        seconds_before = state["seconds"]
     started = time.perf_counter()
     for step in tqdm(range(len(history) + 1, config.steps + 1), desc="LoRA tuning",
                      initial=len(history), total=config.steps, disable=not progress):
@@ -258,12 +266,9 @@ def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
                 "rng": rng.bit_generator.state,
                 "seconds": seconds_before + time.perf_counter() - started})
     seconds = seconds_before + time.perf_counter() - started
-    tmp = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)  # adapter_model.safetensors + adapter_config.json
-    (tmp / "tune.json").write_text(json.dumps({**record, "history": history,
-                                               "seconds": seconds}))
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
+    with cache.atomic_dir(directory) as tmp:
+        model.save_pretrained(tmp)  # adapter_model.safetensors + adapter_config.json
+        (tmp / "tune.json").write_text(json.dumps({**record, "history": history,
+                                                   "seconds": seconds}))
     shutil.rmtree(checkpoint, ignore_errors=True)
     return TuneResult(directory, pd.DataFrame(history), seconds)

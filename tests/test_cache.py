@@ -1,8 +1,10 @@
 import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from rar_lite import cache
 
@@ -69,3 +71,120 @@ def test_truncated_manifest_is_reported(tmp_path: Path) -> None:
 def test_fingerprint_is_stable_and_sensitive() -> None:
     assert cache.fingerprint("a", 1, {"x": 2}) == cache.fingerprint("a", 1, {"x": 2})
     assert cache.fingerprint("a", 1) != cache.fingerprint("a", 2)
+
+
+# --- checkpoints: safetensors + JSON, never pickle (issue 19) ---------------------------------
+
+def _trained() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        optimizer.step()
+    return model, optimizer
+
+
+def _save(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+          epoch: int) -> None:
+    tensors, meta = cache.optimizer_tensors(optimizer)
+    tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
+    cache.save_checkpoint(directory, tensors, {"epoch": epoch, "optimizer": meta})
+
+
+def test_checkpoint_round_trip_continues_bit_identically(tmp_path: Path) -> None:
+    model, optimizer = _trained()
+    _save(tmp_path / "ck", model, optimizer, epoch=3)
+    tensors, record = cache.load_checkpoint(tmp_path / "ck")
+    assert record["epoch"] == 3 and "_checkpoint" not in record
+    twin = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    twin.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    twin_optimizer = torch.optim.AdamW(twin.parameters(), lr=0.5)  # lr comes from the record
+    cache.restore_optimizer(twin_optimizer, tensors, record["optimizer"])
+    assert twin_optimizer.param_groups[0]["betas"] == (0.9, 0.999)  # a tuple again
+    assert twin_optimizer.param_groups[0]["lr"] == 0.1
+    batch = torch.randn(8, 4)
+    for m, o in ((model, optimizer), (twin, twin_optimizer)):
+        o.zero_grad()
+        m(batch).pow(2).mean().backward()
+        o.step()
+    for a, b in zip(model.state_dict().values(), twin.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_missing_checkpoint_is_none_without_warning(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache.load_checkpoint(tmp_path / "nothing") is None
+
+
+@pytest.mark.parametrize("damage", ["truncate tensors", "flip a byte", "delete tensors",
+                                    "truncate record", "old format", "foreign name",
+                                    "record is a list"])
+def test_damaged_checkpoint_is_reported_and_ignored(tmp_path: Path, damage: str) -> None:
+    model, optimizer = _trained()
+    _save(tmp_path, model, optimizer, epoch=1)
+    record = tmp_path / "state.json"
+    (tensor_file,) = tmp_path.glob("state-*.safetensors")
+    data = tensor_file.read_bytes()
+    if damage == "truncate tensors":
+        tensor_file.write_bytes(data[: len(data) // 2])
+    elif damage == "flip a byte":
+        tensor_file.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    elif damage == "delete tensors":
+        tensor_file.unlink()
+    elif damage == "truncate record":
+        record.write_text(record.read_text()[:-10])
+    elif damage == "old format":  # the pickle-era layout: a JSON record, no tensor file named
+        record.write_text(json.dumps({"epoch": 1}))
+    elif damage == "foreign name":  # a record pointing outside the directory is refused
+        body = json.loads(record.read_text())
+        body["_checkpoint"]["tensors"] = "../../etc/passwd"
+        record.write_text(json.dumps(body))
+    else:
+        record.write_text("[1, 2]")
+    with pytest.warns(UserWarning, match=r"checkpoint .*state\.json is unusable"):
+        assert cache.load_checkpoint(tmp_path) is None
+
+
+def test_checkpoint_killed_before_its_record_keeps_the_previous_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, optimizer = _trained()
+    _save(tmp_path, model, optimizer, epoch=1)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache, "write_text_atomic", killed)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        _save(tmp_path, model, optimizer, epoch=2)
+    monkeypatch.undo()
+    tensors, record = cache.load_checkpoint(tmp_path)
+    assert record["epoch"] == 1
+    assert not torch.equal(tensors["model.0.weight"], model[0].weight)
+    _save(tmp_path, model, optimizer, epoch=2)  # the next save removes the stale tensor file
+    assert len(list(tmp_path.glob("state-*.safetensors"))) == 1
+
+
+def test_checkpoint_record_key_is_reserved(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        cache.save_checkpoint(tmp_path, {}, {"_checkpoint": 1})
+
+
+def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "adapter"
+    with cache.atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("one")
+    assert (target / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError):
+        with cache.atomic_dir(target) as tmp:
+            (tmp / "b.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
+    with cache.atomic_dir(target) as tmp:
+        (tmp / "b.txt").write_text("two")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # nothing left behind
