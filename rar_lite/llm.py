@@ -9,22 +9,29 @@
 - `OpenAIChatBackend`: any OpenAI-compatible chat-completions endpoint (OpenAI, Gemini's
   OpenAI-compatible endpoint, vLLM, Ollama, a llama.cpp server). Base URL, model and key come from
   arguments or `RAR_LITE_LLM_BASE_URL` / `RAR_LITE_LLM_MODEL` / `RAR_LITE_LLM_API_KEY` (falling
-  back to `OPENAI_BASE_URL` / `OPENAI_API_KEY`). Timeouts; retries with exponential backoff on 429,
-  5xx and connection errors; the key is never printed, logged or put in an error message.
+  back to `OPENAI_BASE_URL` / `OPENAI_API_KEY`). A per-read timeout and a total deadline per
+  request; retries on 429, 5xx and connection errors after the server's `Retry-After` (capped) or
+  an exponential backoff; the key is never printed, logged or put in an error message (echoed
+  error bodies are redacted), and goes over plain http only to this machine unless
+  `RAR_LITE_LLM_ALLOW_HTTP=1` (or `allow_http=True`) says the network is trusted.
 - `ResponseCache`: SQLite on disk, keyed by backend, model, prompt and decoding parameters, safe
   under concurrent use (WAL, one transaction per write), so a rerun does not pay twice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
-import shutil
+import re
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +39,7 @@ from rar_lite import cache
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ENV_BASE_URL, ENV_MODEL, ENV_KEY = "RAR_LITE_LLM_BASE_URL", "RAR_LITE_LLM_MODEL", "RAR_LITE_LLM_API_KEY"
+ENV_ALLOW_HTTP = "RAR_LITE_LLM_ALLOW_HTTP"
 
 
 class LLMError(RuntimeError):
@@ -55,32 +63,103 @@ class ResponseCache:
 
     Keys are SHA-256 of the JSON of (backend, model, prompt, parameters). Several processes may
     share one file: SQLite serialises writers, and a value is written in a single transaction.
+    A file that is not an SQLite database (corrupt, truncated) is moved aside to
+    `<name>.corrupt` and rebuilt; where nothing can be written (a read-only directory or file),
+    the cache is read-only: stored answers are still served, new ones kept in memory for this
+    process only. Both cases are reported once with a warning naming the file.
     """
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path else cache.cache_dir() / "llm_responses.sqlite"
+        self.hits = self.misses = 0
+        self.read_only = False
+        self._memory: dict[str, str] = {}
+        try:
+            self._create()
+        except (sqlite3.DatabaseError, OSError) as error:
+            self._recover(error)
+
+    def _create(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT)")
-        self.hits = self.misses = 0
+            db.execute("SELECT COUNT(*) FROM responses").fetchone()
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60, isolation_level=None)
+    def _recover(self, error: Exception) -> None:
+        """Fall back after `error`: read-only when nothing can be written here, else the file
+        is damaged and is moved to `<name>.corrupt` (kept for inspection) and rebuilt."""
+        if _busy(error):  # another writer holds the lock: not ours to fix
+            raise error
+        if not (isinstance(error, OSError) or _cannot_write(error)):
+            corrupt = self.path.with_name(self.path.name + ".corrupt")
+            try:
+                os.replace(self.path, corrupt)
+                for suffix in ("-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                self._create()
+            except (OSError, sqlite3.Error) as again:
+                error = again
+            else:
+                warnings.warn(f"response cache {self.path} is corrupt ({error}); moved to "
+                              f"{corrupt.name} and started afresh", stacklevel=3)
+                return
+        self.read_only = True
+        warnings.warn(f"response cache {self.path} cannot be written ({error}); reading it only "
+                      "(new answers are kept for this session; check the directory's "
+                      f"permissions or set {cache.CACHE_ENV})", stacklevel=3)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection, closed after use (the last close folds the WAL into the file)."""
+        if not self.read_only:
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        else:  # without a pending WAL the file is complete: read it as immutable, which
+            # needs no -shm file (a read-only directory cannot hold one)
+            wal = Path(f"{self.path}-wal")
+            mode = "mode=ro" if wal.exists() and wal.stat().st_size else "immutable=1"
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?{mode}", uri=True,
+                                 isolation_level=None)
+        try:
+            yield db
+        finally:
+            db.close()
 
     @staticmethod
     def key(**parts: Any) -> str:
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     def get(self, key: str) -> Any | None:
-        with self._connect() as db:
-            row = db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        """The stored value, or None (a value that cannot be read counts as missing)."""
+        if key in self._memory:
+            return json.loads(self._memory[key])
+        if self.read_only and not self.path.exists():
+            return None
+        try:
+            with self._connect() as db:
+                row = db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+            return None if row is None else json.loads(row[0])
+        except (sqlite3.DatabaseError, OSError) as error:
+            if self.read_only:
+                return None
+            self._recover(error)
+        except ValueError:  # a value that is not JSON: recompute it
+            pass
+        return None
 
     def put(self, key: str, value: Any) -> None:
-        with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)",
-                       (key, json.dumps(value)))
+        text = json.dumps(value)
+        for _ in range(2):  # a damaged file is rebuilt once, then written again
+            if self.read_only:
+                break
+            try:
+                with self._connect() as db:
+                    db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)",
+                               (key, text))
+                return
+            except (sqlite3.DatabaseError, OSError) as error:
+                self._recover(error)
+        self._memory[key] = text
 
     def get_or_compute(self, parts: dict[str, Any], compute: Callable[[], Any]) -> Any:
         key = self.key(**parts)
@@ -112,8 +191,22 @@ class ResponseCache:
         return found
 
     def __len__(self) -> int:
-        with self._connect() as db:
-            return int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+        stored = 0
+        if not self.read_only or self.path.exists():
+            with self._connect() as db:
+                stored = int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+        return stored + len(self._memory)
+
+
+def _busy(error: Exception) -> bool:
+    """Whether an SQLite error means another connection holds the lock (retry, not fall back)."""
+    return "locked" in str(error) or "busy" in str(error)
+
+
+def _cannot_write(error: Exception) -> bool:
+    """Whether an SQLite error means the file or its directory cannot be written."""
+    text = str(error).lower()
+    return any(word in text for word in ("readonly", "read-only", "unable to open", "permission"))
 
 
 def cached_generate(backend: Backend, prompts: Sequence[str], response_cache: ResponseCache,
@@ -137,20 +230,179 @@ def cached_generate(backend: Backend, prompts: Sequence[str], response_cache: Re
 
 # --- OpenAI-compatible HTTP ------------------------------------------------------------------
 
+#: Statuses worth retrying: rate limits and server-side failures.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: The most bytes read from one response: a larger one is refused, not buffered.
+MAX_RESPONSE_BYTES = 16 << 20
+_SECRET_PATTERNS = (  # what an API key or token looks like, wherever it is echoed
+    re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"),
+    re.compile(r"(?i)((?:api[_-]?key|x-api-key|access[_-]?token|authorization)[\"']?\s*[:=]\s*"
+               r"[\"']?)[^\s\"',;&}]+"),
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"\bAIza[0-9A-Za-z_\-]{30,}"),
+)
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """`text` with every secret (as given or URL-encoded) and anything that looks like an API key
+    or a bearer token replaced by `***`: server error bodies may echo the request."""
+    from urllib.parse import quote
+
+    for secret in secrets:
+        if len(secret) >= 4:  # a 1-3 character placeholder key (local servers) is no secret
+            for form in {secret, quote(secret, safe="")}:
+                text = text.replace(form, "***")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.re.groups else "") + "***", text)
+    return text
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine (localhost, 127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a `Retry-After` header asks for (a number or an HTTP date); None if unusable."""
+    import email.utils
+    import math
+
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _sleep(seconds: float) -> None:  # one seam for tests to record the waits
+    time.sleep(seconds)
+
+
+class _DeadlinePassed(Exception):
+    """A request's total deadline passed (raised by `_Deadline` users, never escapes)."""
+
+
+class _Deadline:
+    """Shuts down the sockets a request reads from once its total time is up: a server that
+    drips a byte at a time never trips a per-read timeout. Sockets are registered by
+    `_watched` connections while the deadline is the current thread's."""
+
+    _local = threading.local()
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._sockets: list[Any] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        _Deadline._local.current = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _Deadline._local.current = None
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+    @classmethod
+    def watch(cls, sock: Any) -> None:
+        current = getattr(cls._local, "current", None)
+        if current is None or sock is None:
+            return
+        with current._lock:
+            current._sockets.append(sock)
+            if current.fired:
+                _shutdown(sock)
+
+
+def _shutdown(sock: Any) -> None:
+    import socket
+
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed
+        pass
+
+
+@functools.cache
+def _watched(pool_class: type) -> type:
+    """`pool_class` whose connections register their socket with the current `_Deadline`."""
+
+    class Connection(pool_class.ConnectionCls):  # type: ignore[name-defined, misc]
+        def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+            _Deadline.watch(self.sock)
+            return super().getresponse(*args, **kwargs)
+
+    return type(pool_class.__name__, (pool_class,), {"ConnectionCls": Connection})
+
+
+def _deadline_adapter() -> Any:
+    """A requests adapter (no retries of its own) whose connections obey `_Deadline`."""
+    from requests.adapters import HTTPAdapter
+
+    class DeadlineAdapter(HTTPAdapter):
+        @staticmethod
+        def _watch_all(manager: Any) -> Any:
+            manager.pool_classes_by_scheme = {
+                scheme: _watched(cls) for scheme, cls in manager.pool_classes_by_scheme.items()}
+            return manager
+
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self._watch_all(self.poolmanager)
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+            return self._watch_all(super().proxy_manager_for(proxy, **kwargs))
+
+    return DeadlineAdapter(max_retries=0)
+
+
 @dataclass
 class OpenAIChatBackend:
-    """Chat completions over HTTP (see the module docstring for the environment variables)."""
+    """Chat completions over HTTP (see the module docstring for the environment variables).
+
+    Each request has a per-read `timeout` and a total `deadline` (retries and waits included);
+    429 and 5xx answers and connection errors are retried up to `max_retries` times, after the
+    server's `Retry-After` (at most `max_retry_after` seconds) or an exponential backoff.
+    The key is sent over https, or plain http to this machine only: a plain-http server
+    elsewhere needs `allow_http=True` or `RAR_LITE_LLM_ALLOW_HTTP=1` (anyone on the network
+    path can read the key). Redirects are not followed. Error messages never hold the key.
+    """
 
     model: str = ""
     base_url: str = ""
-    api_key: str = ""
-    timeout: float = 60.0
+    api_key: str = field(default="", repr=False)
+    timeout: float = 60.0  # seconds per read
     max_retries: int = 4
     backoff: float = 0.5  # seconds; doubles after each retry
     system_prompt: str | None = None
+    deadline: float = 300.0  # seconds per chat() call, retries included
+    max_retry_after: float = 30.0
+    allow_http: bool = False
     name: str = "openai-chat"
 
     def __post_init__(self) -> None:
+        from urllib.parse import urlsplit
+
         self.base_url = (self.base_url or os.environ.get(ENV_BASE_URL)
                          or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1")
         self.model = self.model or os.environ.get(ENV_MODEL) or ""
@@ -160,49 +412,132 @@ class OpenAIChatBackend:
             raise LLMError(f"no model given: pass model=... or set {ENV_MODEL}")
         if not self.api_key:
             raise LLMError(f"no API key: pass api_key=... or set {ENV_KEY} (or OPENAI_API_KEY)")
+        for setting in ("timeout", "deadline", "backoff", "max_retry_after"):
+            value = getattr(self, setting)
+            if not isinstance(value, (int, float)) or not 0 <= value < float("inf") or (
+                    setting in ("timeout", "deadline") and value == 0):
+                raise LLMError(f"{setting} must be a positive number of seconds, got {value!r}")
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise LLMError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        parts = urlsplit(self.base_url)
+        # the URL as shown in messages: no user:password, no query (either may hold a secret)
+        self._shown_url = redact(f"{parts.scheme}://{parts.hostname}"
+                                 f"{f':{parts.port}' if parts.port else ''}{parts.path}",
+                                 [self.api_key])
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise LLMError(f"base URL {self._shown_url!r}: expected http(s)://host/...")
+        allowed = self.allow_http or os.environ.get(ENV_ALLOW_HTTP, "") in ("1", "true", "yes")
+        if parts.scheme == "http" and not is_loopback(parts.hostname) and not allowed:
+            raise LLMError(
+                f"refusing to send the API key over plain http to {parts.hostname}: use https, "
+                f"or, on a network you trust, pass allow_http=True or set {ENV_ALLOW_HTTP}=1")
         import requests
-        from requests.adapters import HTTPAdapter
-        from urllib3.util.retry import Retry
 
-        retry = Retry(total=self.max_retries, connect=self.max_retries, read=0,
-                      status=self.max_retries, backoff_factor=self.backoff,
-                      status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None,
-                      respect_retry_after_header=True, raise_on_status=False)
         self._session = requests.Session()
-        self._session.mount("http://", HTTPAdapter(max_retries=retry))
-        self._session.mount("https://", HTTPAdapter(max_retries=retry))
+        self._session.trust_env = True  # proxies from the environment still apply
+        self._session.mount("http://", _deadline_adapter())
+        self._session.mount("https://", _deadline_adapter())
 
     def __repr__(self) -> str:  # the key never appears, not even in a notebook's output
-        return f"OpenAIChatBackend(model={self.model!r}, base_url={self.base_url!r}, api_key=***)"
+        return f"OpenAIChatBackend(model={self.model!r}, base_url={self._shown_url!r}, api_key=***)"
+
+    def _error(self, message: str) -> LLMError:
+        """The one place an HTTP failure becomes an `LLMError`: the key and anything that looks
+        like one are redacted from the message."""
+        return LLMError(redact(message, [self.api_key]))
+
+    def _failure(self, status: int | None = None, body: bytes = b"",
+                 error: Exception | None = None) -> str:
+        """What went wrong, in words: an exception's type, or the status and the server's own
+        error message (its `error.message`, else the start of the body)."""
+        if error is not None:
+            return f"{self._shown_url}: request failed ({type(error).__name__})"
+        text = body.decode("utf-8", errors="replace")
+        try:
+            parsed = json.loads(text)
+            found = parsed.get("error") if isinstance(parsed, dict) else None
+            found = found.get("message", found) if isinstance(found, dict) else found
+            text = str(found or parsed)
+        except (ValueError, RecursionError):
+            pass
+        shown = redact(text, [self.api_key])[:300] or "(empty body)"  # redact, then cut
+        return f"{self._shown_url}: HTTP {status}: {shown}"
+
+    def _post(self, url: str, payload: dict, remaining: float) -> tuple[int, Any, bytes]:
+        """(status, headers, body) of one POST, within `remaining` seconds in all."""
+        with _Deadline(remaining) as deadline:
+            try:
+                with self._session.post(
+                        url, timeout=(min(self.timeout, remaining), self.timeout), stream=True,
+                        allow_redirects=False, json=payload,
+                        headers={"Authorization": f"Bearer {self.api_key}"}) as response:
+                    body = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
+            except Exception:
+                if deadline.fired:
+                    raise _DeadlinePassed from None
+                raise
+            if deadline.fired:  # a socket shut mid-headers reads as a short, clean response
+                raise _DeadlinePassed
+            return response.status_code, response.headers, body
 
     def chat(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0) -> dict:
         """One chat completion; returns the parsed JSON response."""
         import requests
+        from urllib3.exceptions import HTTPError
 
         messages = ([{"role": "system", "content": self.system_prompt}]
                     if self.system_prompt else []) + [{"role": "user", "content": prompt}]
+        payload = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens,
+                   "temperature": temperature}
         url = self.base_url.rstrip("/") + "/chat/completions"
+        ends = time.monotonic() + self.deadline
+        over = f"{self._shown_url}: no complete answer within the {self.deadline:g} s deadline"
+        failure = ""
+        for attempt in range(self.max_retries + 1):
+            wait = None
+            try:
+                status, headers, body = self._post(url, payload, ends - time.monotonic())
+            except _DeadlinePassed:
+                raise self._error(over) from None
+            except (requests.exceptions.RequestException, HTTPError, OSError) as error:
+                if _timed_out(error):
+                    raise self._error(f"{self._shown_url}: no answer within {self.timeout:g} s"
+                                      ) from None
+                failure = self._failure(error=error)
+            else:
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise self._error(f"{self._shown_url}: response larger than "
+                                      f"{MAX_RESPONSE_BYTES >> 20} MiB")
+                if status == 200:
+                    return self._completion(body)
+                failure = self._failure(status, body)
+                if 300 <= status < 400:
+                    raise self._error(f"{failure} (redirect to {headers.get('Location')!r} not "
+                                      "followed: give the final URL as the base URL)")
+                if status not in RETRY_STATUSES:
+                    raise self._error(failure)
+                wait = _retry_after(headers.get("Retry-After"))
+            if attempt == self.max_retries:
+                break
+            wait = min(self.backoff * 2 ** attempt if wait is None else wait,
+                       self.max_retry_after)
+            if time.monotonic() + wait >= ends:
+                raise self._error(f"{failure}; {over}")
+            _sleep(wait)
+        raise self._error(f"{failure} (after {self.max_retries} retries)")
+
+    def _completion(self, body: bytes) -> dict:
+        """The parsed chat completion, or an `LLMError` quoting the start of the body."""
         try:
-            response = self._session.post(
-                url, timeout=self.timeout,
-                headers={"Authorization": f"Bearer {self.api_key}"},
-                json={"model": self.model, "messages": messages, "max_tokens": max_new_tokens,
-                      "temperature": temperature},
-            )
-        except requests.exceptions.RequestException as error:
-            if _timed_out(error):
-                raise LLMError(f"{url}: no answer within {self.timeout:g} s") from None
-            raise LLMError(f"{url}: request failed after {self.max_retries} retries "
-                           f"({type(error).__name__})") from None
-        if response.status_code != 200:
-            raise LLMError(f"{url}: HTTP {response.status_code}: {_error_message(response)}")
-        try:
-            body = response.json()
-            body["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise LLMError(f"{url}: malformed response (not a chat completion): "
-                           f"{response.text[:200]!r}") from None
-        return body
+            parsed = json.loads(body)
+            content = parsed["choices"][0]["message"]["content"]
+            if content is not None and not isinstance(content, str):
+                raise TypeError("content is not a string")
+        except (ValueError, KeyError, IndexError, TypeError, RecursionError):
+            shown = body[:200].decode("utf-8", errors="replace")
+            raise self._error(f"{self._shown_url}: malformed response (not a chat completion): "
+                              f"{shown!r}") from None
+        return parsed
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 64,
                  temperature: float = 0.0) -> list[str]:
@@ -211,23 +546,21 @@ class OpenAIChatBackend:
 
 
 def _timed_out(error: Exception) -> bool:
-    """Whether a requests error is a timeout (urllib3 wraps read timeouts in MaxRetryError)."""
+    """Whether a requests error is a read timeout (urllib3 may wrap it in other errors)."""
     import requests
-    from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+    from urllib3.exceptions import ReadTimeoutError
 
-    if isinstance(error, requests.exceptions.Timeout):
+    if isinstance(error, (requests.exceptions.Timeout, TimeoutError)):
         return True
-    reason = error.args[0] if error.args else None
-    return isinstance(reason, MaxRetryError) and isinstance(reason.reason, ReadTimeoutError)
-
-
-def _error_message(response: Any) -> str:
-    try:
-        body = response.json()
-        message = body.get("error", {}).get("message") if isinstance(body, dict) else None
-        return str(message or body)[:300]
-    except ValueError:
-        return response.text[:300] or "(empty body)"
+    seen: set[int] = set()
+    current: Any = error
+    while current is not None and id(current) not in seen:  # walk the wrapped reasons
+        seen.add(id(current))
+        if isinstance(current, ReadTimeoutError):
+            return True
+        current = getattr(current, "reason", None) or (current.args[0] if getattr(
+            current, "args", None) and isinstance(current.args[0], BaseException) else None)
+    return False
 
 
 # --- local transformers ----------------------------------------------------------------------
@@ -265,12 +598,9 @@ def smollm2_path() -> Path:
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
     model.config._is_quantized = False
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    with cache.atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return target
 
 

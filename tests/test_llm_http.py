@@ -16,7 +16,9 @@ KEY = "sk-test-secret-123"
 
 class ScriptedServer:
     """Answers each POST with the next scripted action: ("ok", text), ("status", code),
-    ("sleep", seconds), ("malformed", body)."""
+    ("sleep", seconds), ("malformed", body), ("echo", code) (an error body quoting the request
+    and its headers, key included), ("raw", (code, body, headers)), ("drip", where) (sends the
+    body or the headers one byte every 50 ms, for at most 10 s)."""
 
     def __init__(self) -> None:
         self.script: deque = deque()
@@ -42,20 +44,46 @@ class ScriptedServer:
                     self._send(200, payload)
                 elif kind == "malformed":
                     self._send(200, value)
+                elif kind == "echo":
+                    self._send(value, json.dumps({"error": {"message": (
+                        f"bad request: {self.headers.get('Authorization')} is invalid for "
+                        f"{body}, headers {dict(self.headers)}")}}))
+                elif kind == "raw":
+                    self._send(*value)
+                elif kind == "drip":
+                    self._drip(value)
                 else:
                     self._send(value, json.dumps({"error": {"message": f"failure {value}"}}))
 
-            def _send(self, code: int, payload: str) -> None:
+            def _send(self, code: int, payload: str, headers: dict | None = None) -> None:
                 data = payload.encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
-                if code == 429:
+                if code == 429 and not headers:
                     self.send_header("Retry-After", "0")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _drip(self, where: str) -> None:
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n"
+                if where == "body":
+                    self.wfile.write(head + b"\r\n")
+                else:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                    head = b"X-Slow: " + b"a" * 100000
+                for k in range(200):  # 10 s at most: a client without a deadline fails, not hangs
+                    try:
+                        self.wfile.write(head[k % len(head):][:1] if where != "body" else b" ")
+                        self.wfile.flush()
+                    except OSError:  # the client hung up: its deadline worked
+                        return
+                    time.sleep(0.05)
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True  # a dripping handler never blocks the teardown
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -199,3 +227,172 @@ def test_cache_each_computes_only_missing_prompts(tmp_path: Path) -> None:
     assert (responses.hits, responses.misses) == (2, 3)
     with pytest.raises(llm.LLMError, match="expected 1 values"):
         responses.get_or_compute_each({"kind": "t"}, ["dddd"], lambda p: [])
+
+
+# --- security and reliability (issue 19) -----------------------------------------------------
+
+def test_key_echoed_by_the_server_is_redacted(server: ScriptedServer) -> None:
+    server.script.append(("echo", 400))
+    with pytest.raises(llm.LLMError, match="HTTP 400: bad request") as error:
+        backend(server).generate(["x"])
+    assert KEY not in str(error.value) and "***" in str(error.value)
+    server.script.extend([("echo", 500)] * 3)  # retried, then the same redacted message
+    with pytest.raises(llm.LLMError, match="after 2 retries") as error:
+        backend(server, max_retries=2).generate(["x"])
+    assert KEY not in str(error.value)
+    server.script.append(("malformed", f"oops, you sent Bearer {KEY}"))
+    with pytest.raises(llm.LLMError, match="malformed") as error:
+        backend(server).generate(["x"])
+    assert KEY not in str(error.value)
+
+
+def test_redirect_is_not_followed_and_location_redacted(server: ScriptedServer) -> None:
+    server.script.append(("raw", (307, "", {"Location": f"http://evil.example/?key={KEY}"})))
+    with pytest.raises(llm.LLMError, match="not followed") as error:
+        backend(server).generate(["x"])
+    assert KEY not in str(error.value) and len(server.requests) == 1
+
+
+@pytest.mark.parametrize("text", [
+    f"Authorization: Bearer {KEY}", f'{{"api_key": "{KEY}"}}', "key sk-abcdefgh12345678 here",
+    "AIza" + "x" * 35, f"https://host/v1?key={KEY}&x=1"])
+def test_redact_hides_key_like_strings(text: str) -> None:
+    shown = llm.redact(text, [KEY])
+    assert KEY not in shown and "sk-abcdefgh" not in shown and "x" * 30 not in shown
+    assert "***" in shown
+
+
+def test_retry_after_is_capped(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(llm, "_sleep", waits.append)
+    server.script.extend([("raw", (429, "{}", {"Retry-After": "3600"})),
+                          ("raw", (503, "{}", {"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"})),
+                          ("raw", (429, "{}", {"Retry-After": "nonsense"})),
+                          ("raw", (429, "{}", {"Retry-After": "-5"})), ("ok", "fine")])
+    assert backend(server, max_retry_after=2.0).generate(["x"]) == ["fine"]
+    assert waits == [2.0, 2.0, 0.04, 0.0]  # capped, capped, backoff (0.01 x 2^2), not negative
+
+
+def test_waiting_past_the_deadline_fails_at_once(server: ScriptedServer,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(llm, "_sleep", waits.append)
+    server.script.append(("raw", (429, "{}", {"Retry-After": "3600"})))
+    with pytest.raises(llm.LLMError, match="HTTP 429.*deadline"):
+        backend(server, deadline=5.0).generate(["x"])
+    assert waits == [] and len(server.requests) == 1
+
+
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_dripping_server_hits_the_total_deadline(server: ScriptedServer, where: str) -> None:
+    server.script.append(("drip", where))
+    with pytest.raises(llm.LLMError, match="within the 0.5 s deadline") as error:
+        backend(server, deadline=0.5, timeout=5.0).generate(["x"])
+    assert KEY not in str(error.value)
+    server.script.append(("ok", "after"))  # the client still works afterwards
+    assert backend(server).generate(["x"]) == ["after"]
+
+
+def test_plain_http_to_another_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(llm.ENV_ALLOW_HTTP, raising=False)
+    with pytest.raises(llm.LLMError, match="plain http to api.example.com") as error:
+        llm.OpenAIChatBackend(model="m", base_url="http://api.example.com/v1", api_key=KEY)
+    assert KEY not in str(error.value)
+    for url in ("http://localhost:8000/v1", "http://127.0.0.2/v1", "http://[::1]:8080/v1",
+                "https://api.example.com/v1"):
+        llm.OpenAIChatBackend(model="m", base_url=url, api_key=KEY)
+    llm.OpenAIChatBackend(model="m", base_url="http://10.0.0.5/v1", api_key=KEY, allow_http=True)
+    monkeypatch.setenv(llm.ENV_ALLOW_HTTP, "1")
+    llm.OpenAIChatBackend(model="m", base_url="http://10.0.0.5/v1", api_key=KEY)
+    for url in ("ftp://host/v1", "file:///etc/passwd", "not a url"):
+        with pytest.raises(llm.LLMError, match="expected http"):
+            llm.OpenAIChatBackend(model="m", base_url=url, api_key=KEY)
+
+
+def test_credentials_in_the_base_url_are_not_shown() -> None:
+    chosen = llm.OpenAIChatBackend(model="m", api_key=KEY,
+                                   base_url=f"https://user:{KEY}@api.example.com/v1?k={KEY}")
+    assert KEY not in repr(chosen) and "api.example.com/v1" in repr(chosen)
+
+
+@pytest.mark.parametrize("setting", [{"timeout": 0}, {"deadline": -1}, {"max_retries": -1},
+                                     {"max_retry_after": float("inf")}, {"backoff": "x"}])
+def test_bad_settings_are_refused(setting: dict) -> None:
+    with pytest.raises(llm.LLMError, match=next(iter(setting))):
+        llm.OpenAIChatBackend(model="m", base_url="http://127.0.0.1/v1", api_key=KEY, **setting)
+
+
+@pytest.mark.parametrize("body", [
+    "[" * 100_000 + "]" * 100_000,  # deep nesting: RecursionError in the JSON parser
+    json.dumps({"choices": [{"message": {"content": {"not": "text"}}}]}),
+    json.dumps({"choices": [{"message": {"content": 12}}]}),
+    json.dumps({"choices": "abc"}), json.dumps([1, 2]), "9" * 5000, "\xff\xfe"])
+def test_hostile_bodies_are_malformed_responses(server: ScriptedServer, body: str) -> None:
+    server.script.append(("malformed", body))
+    with pytest.raises(llm.LLMError, match="malformed response"):
+        backend(server).generate(["x"])
+
+
+def test_oversized_response_is_refused(server: ScriptedServer,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(llm, "MAX_RESPONSE_BYTES", 1000)
+    server.script.append(("ok", "x" * 5000))
+    with pytest.raises(llm.LLMError, match="larger than"):
+        backend(server).generate(["x"])
+
+
+def test_corrupt_cache_is_moved_aside_and_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.warns(UserWarning, match="corrupt.*c.sqlite.corrupt"):
+        responses = llm.ResponseCache(path)
+    assert not responses.read_only and (tmp_path / "c.sqlite.corrupt").exists()
+    assert responses.get_or_compute({"k": 1}, lambda: "v") == "v"
+    assert llm.ResponseCache(path).get(llm.ResponseCache.key(k=1)) == "v"
+
+
+def test_truncated_cache_is_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "d.sqlite"
+    responses = llm.ResponseCache(path)
+    for k in range(300):
+        responses.put(str(k), "x" * 500)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.warns(UserWarning, match="is corrupt"):
+        damaged = llm.ResponseCache(path)
+    damaged.put("new", 1)
+    assert damaged.get("new") == 1 and damaged.get("5") is None
+    assert (tmp_path / "d.sqlite.corrupt").exists()
+
+
+def test_read_only_cache_serves_stored_answers(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    path = tmp_path / "r.sqlite"
+    llm.ResponseCache(path).put("stored", ["answer"])
+    real = sqlite3.connect
+
+    def read_only_disk(target, *args, **kwargs):  # what SQLite does on a read-only mount
+        if kwargs.get("uri"):
+            return real(target, *args, **kwargs)
+        return real(Path(target).resolve().as_uri() + "?mode=ro", *args, uri=True, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only_disk)
+    responses = llm.ResponseCache(path)
+    assert responses.get("stored") == ["answer"]
+    with pytest.warns(UserWarning, match="cannot be written.*reading it only"):
+        responses.put("new", 2)
+    assert responses.read_only and responses.get("new") == 2 and len(responses) == 2
+    # reads work without the -wal/-shm files a read-only directory cannot hold
+    monkeypatch.setattr(sqlite3, "connect", real)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    assert responses.get("stored") == ["answer"]
+
+
+def test_cache_directory_that_cannot_exist(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file where the cache directory should be")
+    with pytest.warns(UserWarning, match="cannot be written"):
+        responses = llm.ResponseCache(tmp_path / "file" / "c.sqlite")
+    assert responses.get_or_compute({"k": 1}, lambda: "v") == "v"
+    assert responses.get_or_compute({"k": 1}, lambda: "other") == "v"  # kept in memory
