@@ -15,10 +15,14 @@ onto the corpus with `rar_lite.matching`; movies the corpus lacks are added to i
 carrying what the dataset knows (title, year when given) — RAR's point is that new items become
 recommendable through retrieval. Bad input raises `ConversationFormatError` naming the file, the
 line and the problem, or, with `skip_bad_lines=True`, is skipped and counted in the report.
+Entity ids must be JSON integers (a float id is an error, never truncated), names and ids unique.
+A turn with an empty dialogue (`"context": [""]`: the recommender speaks first) is a valid
+cold-start turn: a `Conversation` without turns, counted in the report.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -82,6 +86,8 @@ class MappingReport:
     added: int = 0
     rejected_obscure: int = 0  # title-only matches refused: the corpus' movie is too obscure
     recommendation_turns: int = 0  # turns with a target not mentioned before
+    empty_context_turns: int = 0  # cold-start turns: nothing said yet (kept, no turns)
+    renamed_duplicate_ids: int = 0  # lines repeating a (dialog_id, turn_id): id made unique
 
     @property
     def matched(self) -> int:
@@ -98,7 +104,9 @@ class MappingReport:
                 ("title-only matches refused as too obscure (added instead)",
                  self.rejected_obscure),
                 ("added to the corpus as new items", self.added),
-                ("turns whose target was not mentioned before", self.recommendation_turns)]
+                ("turns whose target was not mentioned before", self.recommendation_turns),
+                ("cold-start turns (empty context)", self.empty_context_turns),
+                ("repeated turn ids made unique", self.renamed_duplicate_ids)]
         return pd.DataFrame(rows, columns=["figure", "value"])
 
 
@@ -115,21 +123,77 @@ class CikmDataset:
     report: MappingReport
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """`object_pairs_hook` refusing a key given twice (JSON would keep the last silently)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice")
+        out[key] = value
+    return out
+
+
+def parse_json(text: str) -> object:
+    """`json.loads` for data files: duplicate keys, nesting too deep for the parser and numbers
+    too long to convert all raise `ValueError` (a `json.JSONDecodeError` for bad syntax)."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as error:
+        if "digits" in str(error):  # Python refuses to convert integers this long
+            raise ValueError("a number is too long (over 4300 digits)") from None
+        raise
+
+
 def _read_json(path: Path) -> object:
     try:
         lines = read_lines(path)
-        return json.loads("\n".join(lines))
+        return parse_json("\n".join(lines))
     except FileNotFoundError as error:
         raise ConversationFormatError(f"{path}: file not found") from error
     except json.JSONDecodeError as error:
         raise ConversationFormatError(
             f"{path}, line {error.lineno}: malformed JSON ({error.msg})") from error
+    except ValueError as error:
+        raise ConversationFormatError(f"{path}: {error}") from error
+
+
+def entity_id(value: object, what: str) -> int:
+    """`value` as an entity id: a JSON integer >= 0 (not a float, string or boolean)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} must be an integer id >= 0, got {value!r}")
+    return value
+
+
+def read_entities(directory: Path) -> dict[int, str]:
+    """id -> name from `entity2id.json`, in file order; a name or an id given twice, or an id
+    that is not a non-negative integer, is an error naming the file and the entry."""
+    path = directory / "entity2id.json"
+    entity2id = _read_json(path)
+    if not isinstance(entity2id, dict):
+        raise ConversationFormatError(f"{path}: expected a JSON object (name -> id)")
+    names: dict[int, str] = {}
+    for name, value in entity2id.items():
+        try:
+            entity = entity_id(value, f"the id of {name!r}")
+        except ValueError as error:
+            raise ConversationFormatError(f"{path}: {error}") from None
+        if entity in names:
+            raise ConversationFormatError(
+                f"{path}: id {entity} is given to both {names[entity]!r} and {name!r}")
+        names[entity] = name
+    return names
 
 
 def _turns(record: dict) -> list[Turn]:
     """The dialogue so far, from `input` when it carries speakers, else from `context`."""
     turns = []
     text = record.get("input")
+    if text is not None and not isinstance(text, str):
+        raise ValueError("field 'input' must be a string")
     if isinstance(text, str) and _SPEAKER_LINE.search(text.strip().split("\n")[0] or ""):
         current: list[str] | None = None
         speaker = ""
@@ -146,9 +210,9 @@ def _turns(record: dict) -> list[Turn]:
             turns.append(Turn(speaker, " ".join(current).strip()))
         return turns
     context = record["context"]
-    if not isinstance(context, list):
-        raise ValueError("field 'context' must be a list of utterances")
-    utterances = [str(u) for u in context]
+    if not isinstance(context, list) or not all(isinstance(u, str) for u in context):
+        raise ValueError("field 'context' must be a list of utterances (strings)")
+    utterances = context
     # the recommender answers next, so the last utterance is the seeker's; speakers alternate
     for k, utterance in enumerate(utterances):
         if utterance.strip():
@@ -206,18 +270,23 @@ def load_cikm(directory: Path | str, corpus: pd.DataFrame, matcher: TitleMatcher
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: not a directory (expected {', '.join(FILES)})")
     name = name or directory.name.lower()
-    entity2id = _read_json(directory / "entity2id.json")
-    if not isinstance(entity2id, dict):
-        raise ConversationFormatError(f"{directory / 'entity2id.json'}: expected a JSON object")
-    names = {int(v): str(k) for k, v in entity2id.items()}
-    item_ids = _read_json(directory / "item_ids.json")
+    names = read_entities(directory)
+    item_path = directory / "item_ids.json"
+    item_ids = _read_json(item_path)
     if not isinstance(item_ids, list):
-        raise ConversationFormatError(f"{directory / 'item_ids.json'}: expected a JSON list")
-    movies = {int(i) for i in item_ids}
+        raise ConversationFormatError(f"{item_path}: expected a JSON list of ids")
+    try:
+        movies = {entity_id(i, f"entry {k}") for k, i in enumerate(item_ids)}
+    except ValueError as error:
+        raise ConversationFormatError(f"{item_path}: {error}") from None
     unknown = sorted(movies - names.keys())
     if unknown:
+        raise ConversationFormatError(f"{item_path}: id {unknown[0]} is absent from entity2id.json")
+    unnamed = [e for e in sorted(movies) if not parse_entity_name(names[e])[0]]
+    if unnamed:
         raise ConversationFormatError(
-            f"{directory / 'item_ids.json'}: id {unknown[0]} is absent from entity2id.json")
+            f"{directory / 'entity2id.json'}: movie id {unnamed[0]} has an empty name "
+            f"({names[unnamed[0]]!r})")
     report = MappingReport(dataset=name, movies=len(movies))
     matcher = matcher or TitleMatcher(corpus)
     mapping, extended = _movie_rows(sorted(movies), names, corpus, matcher, name, report)
@@ -227,15 +296,22 @@ def load_cikm(directory: Path | str, corpus: pd.DataFrame, matcher: TitleMatcher
         lines = read_lines(path)
     except FileNotFoundError as error:
         raise ConversationFormatError(f"{path}: file not found") from error
-    conversations = []
+    conversations: list[Conversation] = []
+    seen: set[str] = set()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         report.lines += 1
         try:
-            conversations.append(_conversation(json.loads(line), number, names, movies, mapping,
-                                               name))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            conversation = _conversation(parse_json(line), number, names, movies, mapping, name)
+            if conversation.conversation_id in seen:  # ids key results downstream: keep unique
+                conversation = dataclasses.replace(
+                    conversation, conversation_id=f"{conversation.conversation_id}@line{number}")
+                report.renamed_duplicate_ids += 1
+            seen.add(conversation.conversation_id)
+            report.empty_context_turns += not conversation.turns
+            conversations.append(conversation)
+        except (KeyError, TypeError, ValueError) as error:
             problem = _describe(error)
             if not skip_bad_lines:
                 raise ConversationFormatError(f"{path}, line {number}: {problem}") from error
@@ -247,6 +323,7 @@ def load_cikm(directory: Path | str, corpus: pd.DataFrame, matcher: TitleMatcher
 
 
 def _describe(error: Exception) -> str:
+    """A parsing error in words, for a message that already names the file and line."""
     if isinstance(error, json.JSONDecodeError):
         return f"malformed JSON ({error.msg} at column {error.colno})"
     if isinstance(error, KeyError):
@@ -254,28 +331,34 @@ def _describe(error: Exception) -> str:
     return str(error)
 
 
-def _conversation(record: dict, number: int, names: dict[int, str], movies: set[int],
+def _entity_list(record: dict, key: str, names: dict[int, str]) -> list[int]:
+    """Field `key` of a line: a list of known entity ids."""
+    if not isinstance(record[key], list):
+        raise ValueError(f"field {key!r} must be a list of entity ids")
+    ids = [entity_id(e, f"field {key!r}: each entry") for e in record[key]]
+    unknown = [e for e in ids if e not in names]
+    if unknown:
+        raise ValueError(f"field {key!r}: entity id {unknown[0]} is absent from entity2id.json")
+    return ids
+
+
+def _conversation(record: object, number: int, names: dict[int, str], movies: set[int],
                   mapping: dict[int, int], dataset: str) -> Conversation:
     if not isinstance(record, dict):
         raise ValueError("a line must be a JSON object")
-    for key in ("rec", "prev_entity"):
-        if not isinstance(record[key], list):
-            raise ValueError(f"field {key!r} must be a list of entity ids")
-    for entity in [*record["rec"], *record["prev_entity"]]:
-        if int(entity) not in names:
-            raise ValueError(f"entity id {entity} is absent from entity2id.json")
-    rec = [int(e) for e in record["rec"]]
+    rec = _entity_list(record, "rec", names)
+    previous = _entity_list(record, "prev_entity", names)
     if not rec:
         raise ValueError("field 'rec' is empty: no target to evaluate")
     not_movies = [e for e in rec if e not in movies]
     if not_movies:
         raise ValueError(f"rec id {not_movies[0]} is not a movie (absent from item_ids.json)")
-    turns = _turns(record)
-    if not turns:
-        raise ValueError("empty dialogue: no utterance in 'input' or 'context'")
-    history = list(dict.fromkeys(mapping[int(e)] for e in record["prev_entity"]
-                                 if int(e) in movies))
+    turns = _turns(record)  # may be empty: a cold-start turn
+    history = list(dict.fromkeys(mapping[e] for e in previous if e in movies))
     targets = list(dict.fromkeys(mapping[e] for e in rec))
+    for key in ("dialog_id", "turn_id"):
+        if isinstance(record.get(key), (bool, dict, list, float)):
+            raise ValueError(f"field {key!r} must be a string or an integer")
     dialog = str(record.get("dialog_id", f"line{number}"))
     turn_id = str(record.get("turn_id", number))
     return Conversation(
@@ -304,7 +387,10 @@ def _answer_text(record: dict, path: Path, number: int) -> str:
     if isinstance(record.get("text"), str):
         return record["text"]
     try:
-        return str(record["resp"]["choices"][0]["message"]["content"] or "")
+        content = record["resp"]["choices"][0]["message"]["content"]
+        if content is not None and not isinstance(content, str):
+            raise TypeError
+        return content or ""
     except (KeyError, IndexError, TypeError):
         raise ConversationFormatError(
             f"{path}, line {number}: needs 'text' or an OpenAI chat completion under 'resp'"
@@ -327,35 +413,60 @@ def score_generations(directory: Path | str, generations: Path | str,
     from rar_lite import metrics, parsing
 
     directory, generations = Path(directory), Path(generations)
-    entity2id = _read_json(directory / "entity2id.json")
-    if not isinstance(entity2id, dict):
-        raise ConversationFormatError(f"{directory / 'entity2id.json'}: expected a JSON object")
-    names = [cikm23_entity_name(k) for k in entity2id]
-    ids = [int(v) for v in entity2id.values()]
-    tests = [json.loads(line) for line in read_lines(directory / "test.jsonl") if line.strip()]
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+        raise ValueError(f"ks must be positive integers, got {ks!r}")
+    entities = read_entities(directory)
+    names = [cikm23_entity_name(name) for name in entities.values()]
+    ids = list(entities)
+    tests = _test_targets(directory / "test.jsonl", entities)
     ranks: list[float] = []
-    answered = 0
+    answered: dict[int, int] = {}  # test index -> the generations line that answered it
     for number, line in enumerate(read_lines(generations), start=1):
         if not line.strip():
             continue
+        where = f"{generations}, line {number}"
         try:
-            record = json.loads(line)
-            index = int(record["index"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            record = parse_json(line)
+            if not isinstance(record, dict):
+                raise ValueError("a line must be a JSON object")
+            index = entity_id(record["index"], "field 'index'")
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConversationFormatError(f"{where}: {_describe(error)}") from error
+        if index >= len(tests):
             raise ConversationFormatError(
-                f"{generations}, line {number}: {_describe(error)}") from error
-        if not 0 <= index < len(tests):
+                f"{where}: index {index} is outside test.jsonl (0..{len(tests) - 1})")
+        if index in answered:  # counted twice, it would weigh twice in the means
             raise ConversationFormatError(
-                f"{generations}, line {number}: index {index} is outside test.jsonl "
-                f"(0..{len(tests) - 1})")
+                f"{where}: index {index} was already answered on line {answered[index]}")
+        answered[index] = number
         ranked = []
-        for name in parsing.parse_cikm23(_answer_text(record, generations, number)):
+        # only the first max(ks) names can reach a top-k: the rest cannot change a metric
+        for name in parsing.parse_cikm23(_answer_text(record, generations, number))[:max(ks)]:
             best = process.extractOne(name.lower(), names, scorer=Levenshtein.distance)
             if best is not None:
                 ranked.append(ids[best[2]])
-        ranks += metrics.ranks_in_list(ranked, [int(r) for r in tests[index]["rec"]])
-        answered += 1
+        ranks += metrics.ranks_in_list(ranked, tests[index])
     if not ranks:
         raise ConversationFormatError(f"{generations}: no answered turn to score")
     scores = metrics.metrics_from_ranks(ranks, ks)
-    return {"n_turns": answered, "n_pairs": len(ranks), **scores}
+    return {"n_turns": len(answered), "n_pairs": len(ranks), **scores}
+
+
+def _test_targets(path: Path, entities: dict[int, str]) -> list[list[int]]:
+    """The `rec` ids of each non-empty line of a `test.jsonl`, checked like `load_cikm` does."""
+    targets = []
+    try:
+        lines = read_lines(path)
+    except FileNotFoundError as error:
+        raise ConversationFormatError(f"{path}: file not found") from error
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = parse_json(line)
+            if not isinstance(record, dict):
+                raise ValueError("a line must be a JSON object")
+            targets.append(_entity_list(record, "rec", entities))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConversationFormatError(f"{path}, line {number}: {_describe(error)}") from error
+    return targets

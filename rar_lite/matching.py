@@ -32,6 +32,7 @@ from rar_lite import normalize
 
 #: Names longer than this are not titles (an LLM's paragraph): they resolve to nothing.
 MAX_NAME_CHARS = 300
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: Minimum rapidfuzz ratio (0-100) for a typo-tolerant match.
 FUZZY_CUTOFF = 90.0
 #: Keys shorter than this are never fuzzy-matched: one letter changes a short title into another.
@@ -144,6 +145,7 @@ class TitleMatcher:
         """
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_NAME_CHARS:
             return None
+        text = displayable(text)
         parsed = parse_name(text)
         readings = [(normalize.title_keys(title), year) for title, year in parsed]
         for keys, year in readings:
@@ -276,13 +278,20 @@ def round_trip(matcher: TitleMatcher, corpus: pd.DataFrame, n: int = 1000,
     return frame
 
 
+def displayable(text: str) -> str:
+    """`text` with lone surrogates (the undecodable bytes of a non-UTF-8 command-line argument
+    or file name) replaced by U+FFFD, so that it can be printed, stored and compared."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def explain(matcher: TitleMatcher, names: Iterable[object]) -> pd.DataFrame:
     """A table of names and what they resolve to (for the book): `name`, `item_id`, `title`,
     `year`, `method`, `score`; unresolved names have empty fields."""
     rows = []
     for name in names:
         found = matcher.resolve(name)
-        rows.append({"name": name, **({} if found is None else {
+        shown = displayable(name) if isinstance(name, str) else name
+        rows.append({"name": shown, **({} if found is None else {
             "item_id": found.item_id, "title": found.title, "year": found.year,
             "method": found.method, "score": round(found.score, 1)})})
     frame = pd.DataFrame(rows, columns=["name", "item_id", "title", "year", "method", "score"])

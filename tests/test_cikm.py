@@ -99,10 +99,29 @@ GOOD = _line(["", "Hi", "I like Heat"], [0], [])
 @pytest.mark.parametrize(("bad_line", "message"), [
     ('{"context": ["x"], "rec": [0', r"line 2: malformed JSON"),
     ({k: v for k, v in GOOD.items() if k != "rec"}, r"line 2: missing field 'rec'"),
-    ({**GOOD, "rec": [99]}, r"line 2: entity id 99 is absent from entity2id"),
+    ({**GOOD, "rec": [99]}, r"line 2: field 'rec': entity id 99 is absent from entity2id"),
     ({**GOOD, "rec": [1]}, r"line 2: rec id 1 is not a movie"),
-    ({**GOOD, "context": [""], "input": "\nSystem: "}, r"line 2: empty dialogue"),
     ({**GOOD, "rec": []}, r"line 2: field 'rec' is empty"),
+    # ids are JSON integers: never truncated (0.9 -> 0), never parsed from other types
+    ({**GOOD, "rec": [0.9]}, r"line 2: field 'rec': each entry must be an integer id >= 0, "
+                             r"got 0.9"),
+    ({**GOOD, "rec": [True]}, r"line 2: field 'rec': each entry must be an integer id"),
+    ({**GOOD, "rec": ["0"]}, r"line 2: field 'rec': each entry must be an integer id"),
+    ({**GOOD, "rec": [-1]}, r"line 2: field 'rec': each entry must be an integer id >= 0"),
+    ('{"rec": [Infinity], "prev_entity": [], "context": ["x"]}', r"line 2: .*got inf"),
+    ('{"rec": [NaN], "prev_entity": [], "context": ["x"]}', r"line 2: .*got nan"),
+    ({**GOOD, "prev_entity": [1.5]}, r"line 2: field 'prev_entity': each entry must be"),
+    ({**GOOD, "prev_entity": 0}, r"line 2: field 'prev_entity' must be a list"),
+    ('{"rec": [0], "rec": [0], "prev_entity": [], "context": ["x"]}',
+     r"line 2: key 'rec' appears twice"),
+    ("[" * 50_000 + "]" * 50_000, r"line 2: nested too deeply"),
+    ('{"rec": [' + "9" * 5000 + '], "prev_entity": [], "context": ["x"]}',
+     r"line 2: a number is too long"),
+    ('["a list"]', r"line 2: a line must be a JSON object"),
+    ({**GOOD, "context": [{"text": "hi"}], "input": None}, r"line 2: field 'context' must be"),
+    ({**GOOD, "context": "I like Heat", "input": None}, r"line 2: field 'context' must be"),
+    ({**GOOD, "input": 42}, r"line 2: field 'input' must be a string"),
+    ({**GOOD, "dialog_id": {"a": 1}}, r"line 2: field 'dialog_id' must be"),
 ])
 def test_bad_lines_name_file_and_line(tmp_path: Path, corpus: pd.DataFrame, matcher, bad_line,
                                       message: str) -> None:
@@ -112,6 +131,65 @@ def test_bad_lines_name_file_and_line(tmp_path: Path, corpus: pd.DataFrame, matc
     skipped = cikm.load_cikm(directory, corpus, matcher, skip_bad_lines=True)
     assert skipped.report.skipped_lines == 1 and len(skipped.conversations) == 2
     assert skipped.report.skipped_reasons[0].startswith("line 2:")
+
+
+def test_cold_start_turn_is_kept_and_counted(tmp_path: Path, corpus: pd.DataFrame,
+                                             matcher) -> None:
+    # INSPIRED test line 11: the recommender speaks first, nothing has been said yet
+    cold = {"context": [""], "resp": "Hello, I hear that you are seeking a movie recommendation.",
+            "rec": [0], "entity": [0], "prev_entity": [], "dialog_id": "test_5",
+            "turn_id": "test_0", "is_user": 0, "entity_name": ["Tell"], "input": "\nSystem: "}
+    no_input = {k: v for k, v in cold.items() if k != "input"} | {"turn_id": "t9"}
+    directory = _write(tmp_path / "d", NAMES, [0], [GOOD, cold, no_input])
+    data = cikm.load_cikm(directory, corpus, matcher)
+    assert data.report.empty_context_turns == 2 and data.report.skipped_lines == 0
+    first, second, third = data.conversations
+    assert first.turns and second.turns == () and third.turns == ()
+    assert second.targets == (data.entity_to_item[0],) and second.history == ()
+    assert second.meta["line"] == 2
+    from rar_lite import prompts
+
+    assert prompts.conversation_text(second) == "" and prompts.request_text(second) == ""
+    assert "Candidate movies:" in prompts.listwise_prompt(second, ["Heat (1995)"])
+    assert prompts.pointwise_prompt(prompts.request_text(second), "Heat").startswith("Request:")
+    table = data.report.as_frame().set_index("figure")["value"]
+    assert table["cold-start turns (empty context)"] == 2
+
+
+def test_repeated_turn_ids_are_made_unique(tmp_path: Path, corpus: pd.DataFrame,
+                                           matcher) -> None:
+    directory = _write(tmp_path / "d", NAMES, [0], [GOOD, GOOD])
+    data = cikm.load_cikm(directory, corpus, matcher)
+    ids = [c.conversation_id for c in data.conversations]
+    assert len(set(ids)) == 2 and ids[1] == f"{ids[0]}@line2"
+    assert data.report.renamed_duplicate_ids == 1
+
+
+@pytest.mark.parametrize(("entity2id", "items", "message"), [
+    ('{"a": 0, "a": 1}', "[0]", r"entity2id\.json: key 'a' appears twice"),
+    (json.dumps({"Heat (1995)": 0, "Heat": 0}), "[0]",
+     r"entity2id\.json: id 0 is given to both 'Heat \(1995\)' and 'Heat'"),
+    (json.dumps({"Heat (1995)": 0.7}), "[0]", r"entity2id\.json: the id of 'Heat \(1995\)' "
+     r"must be an integer id >= 0, got 0.7"),
+    (json.dumps({"Heat (1995)": "0"}), "[0]", r"entity2id\.json: .*got '0'"),
+    ('{"Heat (1995)": Infinity}', "[0]", r"entity2id\.json: .*got inf"),
+    ('{"Heat (1995)": 0, "x": ' + "9" * 5000 + "}", "[0]",
+     r"entity2id\.json: a number is too long"),
+    ("[" * 50_000 + "]" * 50_000, "[0]", r"entity2id\.json: nested too deeply"),
+    (json.dumps(["Heat (1995)"]), "[0]", r"entity2id\.json: expected a JSON object"),
+    (json.dumps({"Heat (1995)": 0}), "[0.0]", r"item_ids\.json: entry 0 must be an integer id"),
+    (json.dumps({"Heat (1995)": 0}), '{"0": 0}', r"item_ids\.json: expected a JSON list"),
+    (json.dumps({"Heat (1995)": 0}), "[" * 50_000 + "]" * 50_000,
+     r"item_ids\.json: nested too deeply"),
+    (json.dumps({"   ": 0}), "[0]", r"entity2id\.json: movie id 0 has an empty name"),
+])
+def test_bad_side_file_records(tmp_path: Path, corpus: pd.DataFrame, matcher, entity2id: str,
+                               items: str, message: str) -> None:
+    directory = _write(tmp_path / "d", {}, [], [GOOD])
+    (directory / "entity2id.json").write_text(entity2id)
+    (directory / "item_ids.json").write_text(items)
+    with pytest.raises(ConversationFormatError, match=message):
+        cikm.load_cikm(directory, corpus, matcher)
 
 
 def test_non_utf8_file(tmp_path: Path, corpus: pd.DataFrame, matcher) -> None:
@@ -143,18 +221,17 @@ INSPIRED = os.environ.get("RAR_LITE_INSPIRED_DIR")
 
 @pytest.mark.skipif(not INSPIRED, reason="set RAR_LITE_INSPIRED_DIR to the INSPIRED directory")
 def test_real_inspired(corpus: pd.DataFrame, matcher) -> None:
-    data = cikm.load_cikm(INSPIRED, corpus, matcher, skip_bad_lines=True)
+    data = cikm.load_cikm(INSPIRED, corpus, matcher)
     report = data.report
     assert report.lines == 228 and report.movies == 1123
-    assert report.skipped_lines == 1  # line 11: the system speaks first, nothing said yet
-    assert report.conversations == 227
+    assert report.skipped_lines == 0 and report.conversations == 228
+    assert report.empty_context_turns == 1  # line 11: the system speaks first, nothing said yet
+    assert [c.meta["line"] for c in data.conversations if not c.turns] == [11]
     assert report.matched + report.added == report.movies
     assert report.matched > 500 and report.added > 300
-    assert all(c.targets and c.turns for c in data.conversations)
+    assert all(c.targets for c in data.conversations)
     assert all(t in data.corpus.index for c in data.conversations for t in c.targets)
     assert data.corpus["item_id"].is_unique
-    with pytest.raises(ConversationFormatError, match=r"line 11: empty dialogue"):
-        cikm.load_cikm(INSPIRED, corpus, matcher)
 
 
 def test_cikm23_entity_names() -> None:
@@ -201,3 +278,73 @@ def test_score_generations_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str
     out = json.loads(capsys.readouterr().out)
     assert out["n_pairs"] == 1 and out["recall@1"] == 0.0 and out["recall@5"] == 1.0
     assert out["ndcg@5"] == pytest.approx(1 / math.log2(3))
+
+
+def _scoring_dir(tmp_path: Path) -> Path:
+    names = {DBPEDIA.format("Heat_(1995_film)"): 0, DBPEDIA.format("Casino_(1995_film)"): 1}
+    lines = [_line(["", "Hi", "Crime please"], [0], []), _line(["", "More"], [1], [])]
+    return _write(tmp_path / "d", names, [0, 1], lines)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"index": 1.9, "text": "Heat"}', r"field 'index' must be an integer id >= 0, got 1.9"),
+    ('{"index": 1.0, "text": "Heat"}', r"field 'index' must be an integer id >= 0, got 1.0"),
+    ('{"index": true, "text": "Heat"}', r"field 'index' must be an integer id >= 0, got True"),
+    ('{"index": "1", "text": "Heat"}', r"field 'index' must be an integer id >= 0, got '1'"),
+    ('{"index": -1, "text": "Heat"}', r"field 'index' must be an integer id >= 0, got -1"),
+    ('{"index": Infinity, "text": "Heat"}', r"field 'index' .* got inf"),
+    ('{"index": NaN, "text": "Heat"}', r"field 'index' .* got nan"),
+    ('{"index": 1e999, "text": "Heat"}', r"field 'index' .* got inf"),
+    ('{"index": ' + "9" * 5000 + ', "text": "Heat"}', r"a number is too long"),
+    ('{"text": "Heat"}', r"missing field 'index'"),
+    ('{"index": 0, "index": 1, "text": "Heat"}', r"key 'index' appears twice"),
+    ('[0, "Heat"]', r"a line must be a JSON object"),
+    ("[" * 50_000 + "]" * 50_000, r"nested too deeply"),
+    ('{"index": 0, "resp": {"choices": [{"message": {"content": 5}}]}}', r"needs 'text'"),
+    ('{"index": 0, "text": null}', r"needs 'text'"),
+    ('{"index": 2, "text": "Heat"}', r"index 2 is outside test.jsonl \(0..1\)"),
+])
+def test_score_generations_bad_lines(tmp_path: Path, line: str, message: str) -> None:
+    directory = _scoring_dir(tmp_path)
+    generations = tmp_path / "gen.jsonl"
+    generations.write_text('{"index": 1, "text": "Casino"}\n' + line + "\n")
+    with pytest.raises(ConversationFormatError, match=r"gen\.jsonl, line 2: " + message):
+        cikm.score_generations(directory, generations)
+
+
+def test_score_generations_refuses_a_turn_answered_twice(tmp_path: Path) -> None:
+    directory = _scoring_dir(tmp_path)
+    generations = tmp_path / "gen.jsonl"
+    answer = json.dumps({"index": 0, "text": "1. Heat"}) + "\n"
+    generations.write_text(answer + json.dumps({"index": 1, "text": "1. Heat"}) + "\n" + answer)
+    with pytest.raises(ConversationFormatError,
+                       match=r"gen\.jsonl, line 3: index 0 was already answered on line 1"):
+        cikm.score_generations(directory, generations)
+
+
+@pytest.mark.parametrize(("test_line", "message"), [
+    ('{"rec": [0.5]}', r"field 'rec': each entry must be an integer id"),
+    ('{"rec": [7]}', r"field 'rec': entity id 7 is absent from entity2id"),
+    ('{"context": []}', r"missing field 'rec'"),
+    ("{not json", r"malformed JSON"),
+])
+def test_score_generations_bad_test_file(tmp_path: Path, test_line: str, message: str) -> None:
+    directory = _scoring_dir(tmp_path)
+    with open(directory / "test.jsonl", "a") as handle:
+        handle.write(test_line + "\n")
+    generations = tmp_path / "gen.jsonl"
+    generations.write_text('{"index": 0, "text": "Heat"}\n')
+    with pytest.raises(ConversationFormatError, match=r"test\.jsonl, line 3: " + message):
+        cikm.score_generations(directory, generations)
+
+
+def test_score_generations_long_answer_scores_like_its_top_names(tmp_path: Path) -> None:
+    directory = _scoring_dir(tmp_path)
+    generations = tmp_path / "gen.jsonl"
+    long_answer = "1. Casino\n2. Heat\n" + "".join(f"{k}. Movie {k}\n" for k in range(3, 5000))
+    generations.write_text(json.dumps({"index": 0, "text": long_answer}) + "\n")
+    scores = cikm.score_generations(directory, generations, ks=(1, 5))
+    assert scores["recall@1"] == 0.0 and scores["recall@5"] == 1.0
+    assert scores["mrr@5"] == 0.5
+    with pytest.raises(ValueError, match="ks must be positive"):
+        cikm.score_generations(directory, generations, ks=(0,))

@@ -113,3 +113,13 @@ def test_explain_table(matcher: matching.TitleMatcher) -> None:
 def test_resolve_many_matches_resolve(matcher: matching.TitleMatcher) -> None:
     names = ["Heat", "nothing like a title at all 123", "Titanic"]
     assert matcher.resolve_many(names) == [matcher.resolve(n) for n in names]
+
+
+def test_names_with_undecodable_bytes_do_not_crash(matcher: matching.TitleMatcher) -> None:
+    # a non-UTF-8 command-line argument reaches Python as lone surrogates
+    name = b"Heat \xff (1995)".decode("utf-8", "surrogateescape")
+    table = matching.explain(matcher, [name, "\udc80", "Heat\ud800"])
+    assert table.loc[0, "name"] == "Heat \ufffd (1995)" and table.loc[0, "title"] == "Heat"
+    assert pd.isna(table.loc[1, "item_id"])
+    table.to_string()  # printable
+    assert matching.displayable("Amélie \udcff") == "Amélie \ufffd"
