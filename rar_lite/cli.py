@@ -8,13 +8,87 @@ Usage::
                                          score raw LLM answers as He et al. (CIKM 2023) did
     rar-lite evaluate [--quick] [--systems ...] [--datasets ...] [--seeds ...] [--out DIR]
                                          chapter 6: RAR against its baselines, tables to DIR
+
+Every argument is checked before any work starts (`validate_evaluate` for `evaluate`). A bad
+argument prints one line to stderr and exits with 2; a failure while working prints one line
+and exits with 1; `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+#: The files a CIKM-format dataset directory must hold (`rar_lite.cikm.FILES`).
+DATASET_FILES = ("test.jsonl", "entity2id.json", "item_ids.json")
+
+
+class UsageError(ValueError):
+    """A command-line argument is wrong; the message names it."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (and the exit code 2) rather than usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(minimum: int) -> Any:
+    """An argparse type: an integer >= `minimum`, the bad value named in the error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    return parse
+
+
+def _check_text(values: Sequence[str], what: str) -> None:
+    """Refuse arguments that are not valid UTF-8 (Python keeps their bytes as surrogates)."""
+    for value in values:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise UsageError(f"{what} '{shown}' is not valid UTF-8") from None
+
+
+def writable_directory(path: str | Path, what: str = "--out") -> Path:
+    """`path` created if needed and proven writable (a probe file is written and removed)."""
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{what} {str(directory)!r} is a file, not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".rar-lite-probe-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"{what} {str(directory)!r} cannot be written ({error.strerror or error})"
+                         ) from None
+    return directory
+
+
+def dataset_directory(path: str | Path, what: str) -> Path:
+    """`path` as a CIKM-format dataset directory holding `DATASET_FILES`."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise UsageError(f"{what}: {str(directory)!r} is not a directory")
+    missing = [name for name in DATASET_FILES if not (directory / name).is_file()]
+    if missing:
+        raise UsageError(f"{what}: {str(directory)!r} has no {', '.join(missing)} (a dataset "
+                         f"directory holds {', '.join(DATASET_FILES)})")
+    return directory
 
 
 def _corpus(args: argparse.Namespace) -> int:
@@ -30,6 +104,8 @@ def _resolve(args: argparse.Namespace) -> int:
     from rar_lite import corpus as rc
     from rar_lite import matching
 
+    _check_text(args.names, "name")
+
     matcher = matching.TitleMatcher(rc.load_corpus())
     print(matching.explain(matcher, args.names).to_string(index=False))
     return 0
@@ -40,8 +116,54 @@ def _score_generations(args: argparse.Namespace) -> int:
 
     from rar_lite.cikm import score_generations
 
+    dataset_directory(args.dataset_dir, "--dataset-dir")
+    if not Path(args.generations).is_file():
+        raise UsageError(f"--generations: {args.generations!r} is not a file")
     print(json.dumps(score_generations(args.dataset_dir, args.generations), indent=2))
     return 0
+
+
+def validate_evaluate(args: argparse.Namespace) -> Any:
+    """The `EvalConfig` for `rar-lite evaluate`'s arguments, every one checked before any work
+    (argparse already checked that seeds are integers >= 0 and sizes integers >= 1): seeds
+    distinct, `--data-dir` entries NAME=DIRECTORY for known datasets, each real dataset's
+    directory present and complete, `--out` writable. Raises `UsageError` naming the argument."""
+    from rar_lite import evaluation
+
+    if args.seeds and len(set(args.seeds)) != len(args.seeds):
+        raise UsageError(f"--seeds: {args.seeds} repeats a seed (each run would count twice)")
+    dirs: dict[str, str] = {}
+    for item in args.data_dir or []:
+        name, sep, directory = item.partition("=")
+        if not sep or not name or not directory:
+            raise UsageError(f"--data-dir {item!r}: expected NAME=DIRECTORY")
+        if name not in evaluation.DATASETS or name == "simulated":
+            raise UsageError(f"--data-dir {item!r}: unknown dataset {name!r}; choose from "
+                             f"{', '.join(d for d in evaluation.DATASETS if d != 'simulated')}")
+        if name in dirs:
+            raise UsageError(f"--data-dir: {name!r} is given twice")
+        dirs[name] = directory
+    chosen = {key: value for key, value in {
+        "systems": args.systems, "datasets": args.datasets, "seeds": args.seeds,
+        "n_simulated": args.n_simulated, "n_real": args.n_real,
+        "n_generate": args.n_generate}.items() if value is not None}
+    if dirs:
+        chosen["data_dirs"] = dirs
+    try:
+        config = (evaluation.EvalConfig.quick_run(**chosen) if args.quick
+                  else evaluation.EvalConfig(**chosen))
+    except (ValueError, TypeError) as error:
+        raise UsageError(str(error)) from None
+    for name in config.datasets:
+        if name != "simulated":
+            try:
+                directory = evaluation.data_dir(config, name)
+            except FileNotFoundError as error:
+                raise UsageError(f"--datasets {name}: {error}") from None
+            where = "--data-dir" if name in dirs else f"--datasets {name}"
+            dataset_directory(directory, where)
+    writable_directory(args.out, "--out")
+    return config
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -49,22 +171,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from rar_lite import evaluation
 
-    chosen = {key: value for key, value in {
-        "systems": args.systems, "datasets": args.datasets, "seeds": args.seeds,
-        "n_simulated": args.n_simulated, "n_real": args.n_real,
-        "n_generate": args.n_generate}.items() if value is not None}
-    dirs = dict(item.split("=", 1) for item in args.data_dir or [] if "=" in item)
-    if len(dirs) != len(args.data_dir or []):
-        print("rar-lite evaluate: --data-dir takes NAME=DIRECTORY", file=sys.stderr)
-        return 2
-    if dirs:
-        chosen["data_dirs"] = dirs
-    try:
-        config = (evaluation.EvalConfig.quick_run(**chosen) if args.quick
-                  else evaluation.EvalConfig(**chosen))
-    except ValueError as error:
-        print(f"rar-lite evaluate: {error}", file=sys.stderr)
-        return 2
+    config = validate_evaluate(args)
     result = evaluation.evaluate(config, progress=not args.no_progress)
     pd.set_option("display.width", 200)
     for dataset in config.datasets:
@@ -84,33 +191,39 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (one sub-command per task)."""
-    parser = argparse.ArgumentParser(prog="rar-lite", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    corpus = commands.add_parser("corpus", help="build or load the movie corpus, print its card")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error")
+    parser = _Parser(prog="rar-lite", description=__doc__.splitlines()[0], parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = {"parents": [common]}
+    corpus = commands.add_parser("corpus", help="build or load the movie corpus, print its card",
+                                 **sub)
     corpus.add_argument("--rebuild", action="store_true", help="ignore the cache")
     corpus.set_defaults(run=_corpus)
-    resolve = commands.add_parser("resolve", help="resolve movie names to corpus items")
+    resolve = commands.add_parser("resolve", help="resolve movie names to corpus items", **sub)
     resolve.add_argument("names", nargs="+", help='names as written, e.g. "Heat (1995)"')
     resolve.set_defaults(run=_resolve)
     score = commands.add_parser("score-generations",
                                 help="score raw LLM answers for a ReDial/INSPIRED/Reddit-Movie "
-                                     "test set (He et al., CIKM 2023 protocol)")
+                                     "test set (He et al., CIKM 2023 protocol)", **sub)
     score.add_argument("--dataset-dir", required=True,
                        help="directory with test.jsonl, entity2id.json, item_ids.json")
     score.add_argument("--generations", required=True,
                        help="JSONL: one line per answered turn, with 'index' and 'text' or 'resp'")
     score.add_argument("--protocol", choices=("cikm23",), default="cikm23")
     score.set_defaults(run=_score_generations)
-    ev = commands.add_parser("evaluate", help="RAR against its baselines (chapter 6)")
+    ev = commands.add_parser("evaluate", help="RAR against its baselines (chapter 6)", **sub)
     ev.add_argument("--quick", action="store_true", help="a small run (what CI executes)")
     ev.add_argument("--systems", nargs="+", help="default: all of popularity retriever llm "
                     "keyword rar-sft rar-loop rar-generate")
     ev.add_argument("--datasets", nargs="+", help="default: simulated inspired (also: redial, "
                     "reddit-movie, given their directory)")
-    ev.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2")
-    ev.add_argument("--n-simulated", type=int, help="simulated test conversations")
-    ev.add_argument("--n-real", type=int, help="turns of each real dataset (default: all)")
-    ev.add_argument("--n-generate", type=int, help="conversations for RAR's generation mode")
+    ev.add_argument("--seeds", nargs="+", type=_count(0), help="default: 0 1 2")
+    ev.add_argument("--n-simulated", type=_count(1), help="simulated test conversations")
+    ev.add_argument("--n-real", type=_count(1), help="turns of each real dataset (default: all)")
+    ev.add_argument("--n-generate", type=_count(1),
+                    help="conversations for RAR's generation mode")
     ev.add_argument("--data-dir", action="append", metavar="NAME=DIR",
                     help="a real dataset's directory, e.g. inspired=../data/inspired "
                          "(default: $RAR_LITE_<NAME>_DIR)")
@@ -121,9 +234,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `rar-lite` script."""
-    args = build_parser().parse_args(argv)
-    return int(args.run(args))
+    """Entry point of the `rar-lite` script: 0 on success, 2 for a bad argument, 1 for a
+    failure while working, 130 when interrupted (one line on stderr; `--debug`: traceback)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"{parser.prog} {args.command}"
+    try:
+        return int(args.run(args))
+    except UsageError as error:
+        if getattr(args, "debug", False):
+            raise
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if getattr(args, "debug", False):
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - one clear line, the traceback on --debug
+        if getattr(args, "debug", False):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"{prog}: error: {message} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
+import re
+from pathlib import Path
+
 import pytest
 
 from rar_lite import cli
+from rar_lite.conversations import ConversationFormatError
 
 
 def test_resolve_command(capsys: pytest.CaptureFixture[str], corpus) -> None:
@@ -20,3 +24,127 @@ def test_unknown_command_exits_with_usage() -> None:
     with pytest.raises(SystemExit) as error:
         cli.main(["nonsense"])
     assert error.value.code == 2
+
+
+# --- bad arguments fail at once, with one line and the right exit code (issue 19) ----------
+
+@pytest.fixture()
+def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any real work (corpus, models, the evaluation itself) fails the test."""
+    from rar_lite import corpus, evaluation
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(evaluation, "evaluate", forbidden)
+    monkeypatch.setattr(corpus, "load_corpus", forbidden)
+
+
+def _dataset(directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    for name in ("test.jsonl", "entity2id.json", "item_ids.json"):
+        (directory / name).write_text("")
+    return directory
+
+
+def _fails(argv: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rar-lite argv` exits with `code` and one line on stderr matching `message`."""
+    try:
+        got = cli.main(argv)
+    except SystemExit as error:  # argparse's own checks
+        got = error.code
+    err = capsys.readouterr().err
+    assert got == code, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.search(message, err), err
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--seeds", "-1"], r"argument --seeds: -1 is below 0"),
+    (["--seeds", "1.5"], r"argument --seeds: '1.5' is not an integer"),
+    (["--seeds", "x"], r"argument --seeds: 'x' is not an integer"),
+    (["--n-simulated", "0"], r"argument --n-simulated: 0 is below 1"),
+    (["--n-real", "-5"], r"argument --n-real: -5 is below 1"),
+    (["--n-generate", "1e3"], r"argument --n-generate: '1e3' is not an integer"),
+    (["--systems", "gpt5"], r"unknown system 'gpt5'"),
+    (["--datasets", "movielens"], r"unknown dataset 'movielens'"),
+    (["--seeds", "0", "0"], r"--seeds: \[0, 0\] repeats a seed"),
+    (["--data-dir", "inspired"], r"--data-dir 'inspired': expected NAME=DIRECTORY"),
+    (["--data-dir", "imdb=/tmp"], r"unknown dataset 'imdb'"),
+    (["--datasets", "inspired", "--data-dir", "inspired={missing}"],
+     r"--data-dir: '.*missing' is not a directory"),
+    (["--datasets", "inspired", "--data-dir", "inspired={partial}"],
+     r"has no entity2id.json, item_ids.json"),
+    (["--datasets", "redial"], r"--datasets redial: redial not found.*RAR_LITE_REDIAL_DIR"),
+    (["--out", "{file}"], r"--out '.*a-file' is a file, not a directory"),
+    (["--out", "{file}/below"], r"--out '.*a-file/below' cannot be written"),
+])
+def test_evaluate_bad_arguments_exit_2_before_any_work(
+        extra: list[str], message: str, tmp_path: Path, no_work,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("RAR_LITE_REDIAL_DIR", raising=False)
+    (tmp_path / "a-file").write_text("")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "test.jsonl").write_text("")
+    places = {"missing": tmp_path / "missing", "partial": partial, "file": tmp_path / "a-file"}
+    argv = ["evaluate", "--quick", "--out", str(tmp_path / "out"), "--datasets", "simulated",
+            *[arg.format(**places) for arg in extra]]  # later options override these
+    _fails(argv, 2, message, capsys)
+
+
+def test_evaluate_good_arguments_reach_the_work(tmp_path: Path, no_work,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    data = _dataset(tmp_path / "inspired")
+    argv = ["evaluate", "--quick", "--datasets", "simulated", "inspired", "--seeds", "3", "1",
+            "--data-dir", f"inspired={data}", "--out", str(tmp_path / "new" / "out")]
+    _fails(argv, 1, r"work started before the arguments were checked", capsys)
+    assert (tmp_path / "new" / "out").is_dir()  # created (and probed) before the work
+    args = cli.build_parser().parse_args(argv)
+    config = cli.validate_evaluate(args)
+    assert config.seeds == (3, 1) and config.data_dirs == {"inspired": str(data)}
+
+
+def test_runtime_error_is_one_line_and_debug_shows_the_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _dataset(tmp_path / "d")
+    (data / "entity2id.json").write_text('{"Heat (1995)": 0.5}')
+    (data / "item_ids.json").write_text("[0]")
+    generations = tmp_path / "g.jsonl"
+    generations.write_text('{"index": 0, "text": "Heat"}\n')
+    argv = ["score-generations", "--dataset-dir", str(data), "--generations", str(generations)]
+    _fails(argv, 1, r"entity2id\.json: the id of 'Heat \(1995\)' must be an integer", capsys)
+    with pytest.raises(ConversationFormatError):
+        cli.main(["--debug", *argv])
+    with pytest.raises(ConversationFormatError):
+        cli.main([*argv, "--debug"])
+    _fails(["score-generations", "--dataset-dir", str(data), "--generations",
+            str(tmp_path / "none.jsonl")], 2, r"--generations: '.*none.jsonl' is not a file",
+           capsys)
+    _fails(["score-generations", "--dataset-dir", str(tmp_path), "--generations",
+            str(generations)], 2, r"--dataset-dir: .* has no test.jsonl", capsys)
+
+
+def test_resolve_refuses_an_argument_that_is_not_utf8(no_work,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    name = b"Heat \xff (1995)".decode("utf-8", "surrogateescape")  # how Python passes argv
+    _fails(["resolve", "Heat", name], 2, r"name 'Heat \\xff \(1995\)' is not valid UTF-8",
+           capsys)
+
+
+def test_interrupt_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    from rar_lite import corpus
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(corpus, "load_corpus", interrupted)
+    _fails(["corpus"], 130, r"rar-lite corpus: interrupted", capsys)
+
+
+def test_unknown_option_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as error:
+        cli.main(["evaluate", "--frobnicate"])
+    err = capsys.readouterr().err
+    assert error.value.code == 2 and err.count("\n") == 1 and "--frobnicate" in err
