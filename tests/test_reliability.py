@@ -1,0 +1,50 @@
+"""Reliability (issue 19): a truncated or corrupt checkpoint is reported and recomputed, and the
+result is the one an uninterrupted run gives."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rar_lite import feedback, retriever, seqrec
+
+
+def _truncate(directory: Path) -> None:
+    (tensors,) = directory.glob("state-*.safetensors")
+    tensors.write_bytes(tensors.read_bytes()[:100])
+
+
+def test_truncated_round_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+    from test_feedback import TargetFirst, conversations, tiny_model
+
+    model, vocab = tiny_model()
+    config = feedback.LoopConfig(rounds=3, sets=3, k=6, lr=0.02)
+    straight = feedback.run_loop(model, vocab, conversations(), TargetFirst(), config,
+                                 tmp_path / "straight", progress=False)
+    _truncate(tmp_path / "straight" / "round-03")
+    _truncate(tmp_path / "straight" / "round-02")
+    with pytest.warns(UserWarning, match=r"round-03.*state\.json is unusable"):
+        resumed = feedback.run_loop(model, vocab, conversations(), TargetFirst(), config,
+                                    tmp_path / "straight", progress=False)
+    columns = ["reward", "pairs", "loss", "log_ratio"]
+    assert resumed.history[columns].equals(straight.history[columns])
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_truncated_retriever_checkpoint_retrains_to_the_same_model(tmp_path: Path) -> None:
+    from test_retriever import _train, tiny_split
+
+    split = tiny_split()
+    vocab = seqrec.ItemVocab(split.items)
+    straight = _train(tmp_path / "straight", split, vocab, epochs=3)
+    _train(tmp_path / "broken", split, vocab, epochs=3, max_epochs_this_call=2)
+    _truncate(tmp_path / "broken")
+    with pytest.warns(UserWarning, match="unusable"):
+        again = _train(tmp_path / "broken", split, vocab, epochs=3)
+    assert again.history.drop(columns="seconds").equals(straight.history.drop(columns="seconds"))
+    best = tmp_path / "broken" / "best.safetensors"
+    best.write_bytes(best.read_bytes()[:50])
+    with pytest.raises(retriever.CheckpointMismatchError,
+                       match=r"best\.safetensors is unusable .*delete .* and train again"):
+        retriever.load_model(tmp_path / "broken", vocab)
