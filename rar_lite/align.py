@@ -138,12 +138,9 @@ def merged_model(adapter: Path, directory: Path) -> Path:
     source = smollm2_path()
     base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
-    tmp = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
+    with cache.atomic_dir(directory) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
     return directory
 
 
@@ -179,38 +176,35 @@ def align_dpo(pairs: list[dict], sft_adapter: Path, config: AlignConfig,
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(base)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    tmp = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    args = DPOConfig(output_dir=str(tmp / "trainer"), beta=config.beta,
-                     learning_rate=config.lr, num_train_epochs=1,  # epochs: training_order
-                     max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
-                     gradient_accumulation_steps=1, lr_scheduler_type="constant",
-                     warmup_steps=0, logging_steps=1, save_strategy="no", report_to=[],
-                     use_cpu=not torch.cuda.is_available(), seed=config.seed,
-                     data_seed=config.seed, max_length=512, disable_tqdm=not progress,
-                     dataloader_num_workers=0, precompute_ref_log_probs=True,
-                     train_sampling_strategy="sequential")
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                      target_modules="all-linear", task_type="CAUSAL_LM")
-    dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")}
-                                 for p in training_order(pairs, config.epochs, config.seed,
-                                                          config.order)])
-    started = time.perf_counter()
-    with warnings.catch_warnings():  # transformers 5.24 renames gradient checkpointing (noise)
-        warnings.simplefilter("ignore", FutureWarning)
-        trainer = DPOTrainer(model=model, args=args, train_dataset=dataset,
-                             processing_class=tokenizer, peft_config=lora)
-        trainer.train()
-    seconds = time.perf_counter() - started
-    history = [{"step": log["step"], **{k: log[k] for k in log if k == "loss"
-                                        or k.startswith("rewards/")}}
-               for log in trainer.state.log_history if "loss" in log]
-    trainer.model.save_pretrained(tmp)  # adapter_model.safetensors + adapter_config.json
-    shutil.rmtree(tmp / "trainer", ignore_errors=True)
-    (tmp / "align.json").write_text(json.dumps({**record, "history": history,
-                                                "seconds": seconds}))
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
+    with cache.atomic_dir(directory) as tmp:
+        args = DPOConfig(output_dir=str(tmp / "trainer"), beta=config.beta,
+                         learning_rate=config.lr, num_train_epochs=1,  # epochs: training_order
+                         max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
+                         gradient_accumulation_steps=1, lr_scheduler_type="constant",
+                         warmup_steps=0, logging_steps=1, save_strategy="no", report_to=[],
+                         use_cpu=not torch.cuda.is_available(), seed=config.seed,
+                         data_seed=config.seed, max_length=512, disable_tqdm=not progress,
+                         dataloader_num_workers=0, precompute_ref_log_probs=True,
+                         train_sampling_strategy="sequential")
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                          target_modules="all-linear", task_type="CAUSAL_LM")
+        dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")}
+                                     for p in training_order(pairs, config.epochs, config.seed,
+                                                              config.order)])
+        started = time.perf_counter()
+        with warnings.catch_warnings():  # transformers 5.24 renames gradient checkpointing (noise)
+            warnings.simplefilter("ignore", FutureWarning)
+            trainer = DPOTrainer(model=model, args=args, train_dataset=dataset,
+                                 processing_class=tokenizer, peft_config=lora)
+            trainer.train()
+        seconds = time.perf_counter() - started
+        history = [{"step": log["step"], **{k: log[k] for k in log if k == "loss"
+                                            or k.startswith("rewards/")}}
+                   for log in trainer.state.log_history if "loss" in log]
+        trainer.model.save_pretrained(tmp)  # adapter_model.safetensors + adapter_config.json
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        (tmp / "align.json").write_text(json.dumps({**record, "history": history,
+                                                    "seconds": seconds}))
     return AlignResult(base, directory, pd.DataFrame(history), seconds)
 
 
