@@ -39,7 +39,11 @@ def cache_dir() -> Path:
     """The cache directory (created if missing): `$RAR_LITE_CACHE` or `~/.cache/rar-lite`."""
     root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "rar-lite"
     path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"cache directory {path} cannot be created ({error.strerror or error}); "
+                      f"set {CACHE_ENV} to a writable directory") from None
     return path
 
 

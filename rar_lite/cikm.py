@@ -32,7 +32,8 @@ from urllib.parse import unquote
 import numpy as np
 import pandas as pd
 
-from rar_lite.conversations import Conversation, ConversationFormatError, Turn, read_lines
+from rar_lite.conversations import (Conversation, ConversationFormatError, Turn, entity_id,
+                                    parse_json, read_lines)
 from rar_lite.corpus import render_item
 from rar_lite.matching import TitleMatcher
 
@@ -123,31 +124,6 @@ class CikmDataset:
     report: MappingReport
 
 
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    """`object_pairs_hook` refusing a key given twice (JSON would keep the last silently)."""
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key!r} appears twice")
-        out[key] = value
-    return out
-
-
-def parse_json(text: str) -> object:
-    """`json.loads` for data files: duplicate keys, nesting too deep for the parser and numbers
-    too long to convert all raise `ValueError` (a `json.JSONDecodeError` for bad syntax)."""
-    try:
-        return json.loads(text, object_pairs_hook=_unique_keys)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-    except json.JSONDecodeError:
-        raise
-    except ValueError as error:
-        if "digits" in str(error):  # Python refuses to convert integers this long
-            raise ValueError("a number is too long (over 4300 digits)") from None
-        raise
-
-
 def _read_json(path: Path) -> object:
     try:
         lines = read_lines(path)
@@ -159,13 +135,6 @@ def _read_json(path: Path) -> object:
             f"{path}, line {error.lineno}: malformed JSON ({error.msg})") from error
     except ValueError as error:
         raise ConversationFormatError(f"{path}: {error}") from error
-
-
-def entity_id(value: object, what: str) -> int:
-    """`value` as an entity id: a JSON integer >= 0 (not a float, string or boolean)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{what} must be an integer id >= 0, got {value!r}")
-    return value
 
 
 def read_entities(directory: Path) -> dict[int, str]:
@@ -317,6 +286,8 @@ def load_cikm(directory: Path | str, corpus: pd.DataFrame, matcher: TitleMatcher
                 raise ConversationFormatError(f"{path}, line {number}: {problem}") from error
             report.skipped_lines += 1
             report.skipped_reasons.append(f"line {number}: {problem}")
+    if not report.lines:
+        raise ConversationFormatError(f"{path}: no lines (an empty test file)")
     report.conversations = len(conversations)
     report.recommendation_turns = sum(bool(c.meta["new_targets"]) for c in conversations)
     return CikmDataset(name, conversations, extended, mapping, names, report)

@@ -72,20 +72,67 @@ class Conversation:
     def from_dict(cls, record: dict[str, Any]) -> Conversation:
         """Inverse of `to_dict`; raises `ConversationFormatError` naming a missing or bad field."""
         try:
+            if not isinstance(record, dict):
+                raise TypeError("a record must be a JSON object")
+            for key in ("turns", "history", "targets"):
+                if not isinstance(record[key], list):
+                    raise TypeError(f"field {key!r} must be a list")
+            for key in ("conversation_id", "source"):
+                if not isinstance(record[key], (str, int)) or isinstance(record[key], bool):
+                    raise TypeError(f"field {key!r} must be a string")
+            if not all(isinstance(t, dict) and isinstance(t.get("text"), str)
+                       for t in record["turns"]):
+                raise TypeError("field 'turns' must hold {speaker, text} objects")
+            if not isinstance(record.get("meta") or {}, dict):
+                raise TypeError("field 'meta' must be a JSON object")
             turns = tuple(Turn(t["speaker"], t["text"]) for t in record["turns"])
+            user = record.get("user_id")
             return cls(
                 conversation_id=str(record["conversation_id"]),
                 turns=turns,
-                history=tuple(int(i) for i in record["history"]),
-                targets=tuple(int(i) for i in record["targets"]),
+                history=tuple(entity_id(i, "each 'history' entry") for i in record["history"]),
+                targets=tuple(entity_id(i, "each 'targets' entry") for i in record["targets"]),
                 source=str(record["source"]),
-                user_id=None if record.get("user_id") is None else int(record["user_id"]),
+                user_id=None if user is None else entity_id(user, "field 'user_id'"),
                 meta=dict(record.get("meta") or {}),
             )
         except KeyError as error:
             raise ConversationFormatError(f"missing field {error.args[0]!r}") from error
         except (TypeError, ValueError) as error:
             raise ConversationFormatError(str(error)) from error
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """`object_pairs_hook` refusing a key given twice (JSON would keep the last silently)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice")
+        out[key] = value
+    return out
+
+
+def parse_json(text: str) -> object:
+    """`json.loads` for data files: duplicate keys, nesting too deep for the parser and numbers
+    too long to convert all raise `ValueError` (a `json.JSONDecodeError` for bad syntax)."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as error:
+        if "digits" in str(error):  # Python refuses to convert integers this long
+            raise ValueError("a number is too long (over 4300 digits)") from None
+        raise
+
+
+def entity_id(value: object, what: str) -> int:
+    """`value` as an item or entity id: a JSON integer >= 0 (a float is refused, never
+    truncated; a string or a boolean too)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} must be an integer id >= 0, got {value!r}")
+    return value
 
 
 def write_jsonl(conversations: Iterable[Conversation], path: Path) -> None:
@@ -102,16 +149,18 @@ def read_jsonl(path: Path) -> list[Conversation]:
         if not line.strip():
             continue
         try:
-            out.append(Conversation.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, ConversationFormatError) as error:
+            out.append(Conversation.from_dict(parse_json(line)))
+        except (ValueError, ConversationFormatError) as error:
             raise ConversationFormatError(f"{path}, line {number}: {error}") from error
     return out
 
 
 def read_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 text file; a non-UTF-8 byte is reported with its line number."""
+    """The lines of a UTF-8 text file (a leading byte-order mark, as some editors write, is
+    dropped); a non-UTF-8 byte is reported with its line number."""
     out = []
-    for number, raw in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
+    data = Path(path).read_bytes().removeprefix(b"\xef\xbb\xbf")
+    for number, raw in enumerate(data.split(b"\n"), start=1):
         try:
             out.append(raw.decode("utf-8"))
         except UnicodeDecodeError as error:

@@ -261,7 +261,7 @@ def is_loopback(host: str) -> bool:
     """Whether `host` is this machine (localhost, 127.0.0.0/8, ::1)."""
     import ipaddress
 
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -412,6 +412,9 @@ class OpenAIChatBackend:
             raise LLMError(f"no model given: pass model=... or set {ENV_MODEL}")
         if not self.api_key:
             raise LLMError(f"no API key: pass api_key=... or set {ENV_KEY} (or OPENAI_API_KEY)")
+        if not self.api_key.isprintable() or any(c.isspace() for c in self.api_key):
+            raise LLMError("the API key holds spaces, line breaks or control characters (a "
+                           "copy-paste slip?): check the value given")
         for setting in ("timeout", "deadline", "backoff", "max_retry_after"):
             value = getattr(self, setting)
             if not isinstance(value, (int, float)) or not 0 <= value < float("inf") or (
@@ -421,12 +424,13 @@ class OpenAIChatBackend:
             raise LLMError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
         parts = urlsplit(self.base_url)
         # the URL as shown in messages: no user:password, no query (either may hold a secret)
-        self._shown_url = redact(f"{parts.scheme}://{parts.hostname}"
+        self._shown_url = redact(f"{parts.scheme}://{parts.hostname or ''}"
                                  f"{f':{parts.port}' if parts.port else ''}{parts.path}",
                                  [self.api_key])
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise LLMError(f"base URL {self._shown_url!r}: expected http(s)://host/...")
-        allowed = self.allow_http or os.environ.get(ENV_ALLOW_HTTP, "") in ("1", "true", "yes")
+        allowed = self.allow_http or os.environ.get(ENV_ALLOW_HTTP, "").strip().lower() in (
+            "1", "true", "yes")
         if parts.scheme == "http" and not is_loopback(parts.hostname) and not allowed:
             raise LLMError(
                 f"refusing to send the API key over plain http to {parts.hostname}: use https, "

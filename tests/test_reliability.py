@@ -1,6 +1,7 @@
 """Reliability (issue 19): a truncated or corrupt checkpoint is reported and recomputed, and the
 result is the one an uninterrupted run gives."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,36 @@ def test_truncated_retriever_checkpoint_retrains_to_the_same_model(tmp_path: Pat
     with pytest.raises(retriever.CheckpointMismatchError,
                        match=r"best\.safetensors is unusable .*delete .* and train again"):
         retriever.load_model(tmp_path / "broken", vocab)
+
+
+GOOD = {"conversation_id": "a", "turns": [{"speaker": "seeker", "text": "hi"}], "history": [1],
+        "targets": [2], "source": "sim"}
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ({**GOOD, "history": [1.9]}, r"each 'history' entry must be an integer id >= 0, got 1.9"),
+    ({**GOOD, "targets": [True]}, r"each 'targets' entry must be an integer id >= 0, got True"),
+    ({**GOOD, "user_id": 1.5}, r"field 'user_id' must be an integer id >= 0, got 1.5"),
+    ({**GOOD, "turns": "hi"}, r"field 'turns' must be a list"),
+    ({**GOOD, "turns": [{"speaker": "seeker", "text": 5}]}, r"field 'turns' must hold"),
+    ({**GOOD, "meta": [1]}, r"field 'meta' must be a JSON object"),
+    ({**GOOD, "source": None}, r"field 'source' must be a string"),
+    ([GOOD], r"a record must be a JSON object"),
+    ("[" * 100_000, r"nested too deeply"),
+    ('{"conversation_id": "a", "conversation_id": "b"}', r"key 'conversation_id' appears twice"),
+])
+def test_read_jsonl_refuses_bad_records(tmp_path: Path, line: object, message: str) -> None:
+    from rar_lite.conversations import ConversationFormatError, read_jsonl
+
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + (line if isinstance(line, str) else json.dumps(line)))
+    with pytest.raises(ConversationFormatError, match=r"c\.jsonl, line 2: " + message):
+        read_jsonl(path)
+
+
+def test_read_jsonl_accepts_a_byte_order_mark_and_crlf(tmp_path: Path) -> None:
+    from rar_lite.conversations import read_jsonl
+
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(GOOD) + "\r\n").encode() * 2)
+    assert [c.history for c in read_jsonl(path)] == [(1,), (1,)]
