@@ -348,3 +348,9 @@ def test_score_generations_long_answer_scores_like_its_top_names(tmp_path: Path)
     assert scores["mrr@5"] == 0.5
     with pytest.raises(ValueError, match="ks must be positive"):
         cikm.score_generations(directory, generations, ks=(0,))
+
+
+def test_empty_test_file_is_an_error(tmp_path: Path, corpus: pd.DataFrame, matcher) -> None:
+    directory = _write(tmp_path / "d", NAMES, [0], ["", ""])
+    with pytest.raises(ConversationFormatError, match=r"test\.jsonl: no lines"):
+        cikm.load_cikm(directory, corpus, matcher)

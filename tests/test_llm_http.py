@@ -396,3 +396,10 @@ def test_cache_directory_that_cannot_exist(tmp_path: Path) -> None:
         responses = llm.ResponseCache(tmp_path / "file" / "c.sqlite")
     assert responses.get_or_compute({"k": 1}, lambda: "v") == "v"
     assert responses.get_or_compute({"k": 1}, lambda: "other") == "v"  # kept in memory
+
+
+@pytest.mark.parametrize("key", [f"{KEY}\n", f"{KEY}\r\nX-Injected: 1", f"Bearer {KEY}"])
+def test_key_with_whitespace_is_refused_without_showing_it(key: str) -> None:
+    with pytest.raises(llm.LLMError, match="line breaks or control characters") as error:
+        llm.OpenAIChatBackend(model="m", base_url="http://127.0.0.1/v1", api_key=key)
+    assert KEY not in str(error.value)
