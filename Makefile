@@ -8,6 +8,9 @@ STAMP  := $(VENV)/.rar-lite-installed
 # development copy sits beside the checkout); set RAR_LITE_INSPIRED_DIR to use another copy.
 RAR_LITE_INSPIRED_DIR ?= $(abspath $(wildcard ../shared/data/inspired))
 export RAR_LITE_INSPIRED_DIR
+# INSPIRED's dev dialogues (UniCRS format), for fitting the dense retriever; never a test split.
+RAR_LITE_INSPIRED_DEV_DIR ?= $(abspath $(wildcard ../shared/data/inspired_dev))
+export RAR_LITE_INSPIRED_DEV_DIR
 
 # `make test` builds the QUICK book here; `make check-book` reads `make book`'s unless told.
 QUICK_HTML := _build/quick/book/_build/html

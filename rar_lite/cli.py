@@ -146,7 +146,7 @@ def validate_evaluate(args: argparse.Namespace) -> Any:
     chosen = {key: value for key, value in {
         "systems": args.systems, "datasets": args.datasets, "seeds": args.seeds,
         "n_simulated": args.n_simulated, "n_real": args.n_real,
-        "n_generate": args.n_generate}.items() if value is not None}
+        "n_generate": args.n_generate, "dev_dir": args.dev_dir}.items() if value is not None}
     if dirs:
         chosen["data_dirs"] = dirs
     try:
@@ -215,13 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(run=_score_generations)
     ev = commands.add_parser("evaluate", help="RAR against its baselines (chapter 6)", **sub)
     ev.add_argument("--quick", action="store_true", help="a small run (what CI executes)")
-    ev.add_argument("--systems", nargs="+", help="default: all of popularity retriever llm "
-                    "keyword rar-sft rar-loop rar-generate")
+    ev.add_argument("--systems", nargs="+", help="default: all of popularity retriever dense "
+                    "fused llm keyword rar-sft rar-fused rar-loop rar-generate")
     ev.add_argument("--datasets", nargs="+", help="default: simulated inspired (also: redial, "
                     "reddit-movie, given their directory)")
     ev.add_argument("--seeds", nargs="+", type=_count(0), help="default: 0 1 2")
     ev.add_argument("--n-simulated", type=_count(1), help="simulated test conversations")
     ev.add_argument("--n-real", type=_count(1), help="turns of each real dataset (default: all)")
+    ev.add_argument("--dev-dir", help="INSPIRED's dev split (UniCRS dev.jsonl) for fitting the "
+                    "dense retriever (default: $RAR_LITE_INSPIRED_DEV_DIR)")
     ev.add_argument("--n-generate", type=_count(1),
                     help="conversations for RAR's generation mode")
     ev.add_argument("--data-dir", action="append", metavar="NAME=DIR",

@@ -1,9 +1,12 @@
-"""The movie corpus: MovieLens movies resolved onto the IMDb table, one row per movie.
+"""The movie corpus: MovieLens movies resolved onto the IMDb table and Wikidata, one row per movie.
 
 `build_corpus()` links each MovieLens movie to at most one IMDb row by normalised title and year
 (within one year), tries alternate titles and a subtitle-free form next, then a fuzzy fallback for
 near-misses; remakes (same title, years further apart) stay separate. Linked pairs become one
-row; unlinked movies of either source keep their own row. `load_corpus()` caches the result.
+row; unlinked movies of either source keep their own row. Then each Wikidata film
+(`rar_lite.wikidata`: director, writer, cast for ~17,000 films 1940-2014) is resolved onto that
+corpus by title and year with the project's matcher (one-to-one) and lends it those fields;
+films it does not find become rows of their own. `load_corpus()` caches the result.
 
 Corpus frame (one row per movie):
 
@@ -24,9 +27,17 @@ budget          float64      budget in USD (NaN when unknown)
 movielens_id    Int64        MovieLens id, <NA> for IMDb-only rows
 imdb_row        Int64        row name in ggplot2movies, <NA> for MovieLens-only rows
 n_ratings       int64        MovieLens ratings of the movie (0 for IMDb-only rows)
-sources         str          "movielens+imdb", "movielens" or "imdb" (later chapters add others)
-link_method     str | None   how the link was made: exact, alternate, subtitle, fuzzy
-text            str          one-line rendering for prompts (`render_item`)
+sources         str          the sources joined by "+": movielens, imdb, wikidata (a dataset's
+                             own name for movies `rar_lite.cikm` adds)
+link_method     str | None   how the MovieLens-IMDb link was made: exact, alternate, subtitle,
+                             fuzzy
+director        list[str]    directors (Wikidata; empty when unknown)
+writer          list[str]    writers (Wikidata)
+cast            list[str]    cast, best known first (Wikidata, at most `wikidata.MAX_CAST`)
+country         str | None   countries of origin (Wikidata)
+imdb_id         str | None   IMDb identifier (Wikidata)
+text            str          the item card: one line for prompts and the dense retriever
+                             (`render_item`)
 =============== ============ ==============================================================
 """
 
@@ -42,7 +53,7 @@ import numpy as np
 import pandas as pd
 from rapidfuzz import fuzz, process
 
-from rar_lite import cache, normalize, sources
+from rar_lite import cache, matching, normalize, sources, wikidata
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +69,10 @@ SHARED_GENRES: frozenset[str] = frozenset(sources.IMDB_GENRES) - {"Short"}
 CORPUS_COLUMNS: tuple[str, ...] = (
     "item_id", "title", "catalogue_title", "alt_titles", "year", "genres", "runtime_min",
     "imdb_rating", "imdb_votes", "mpaa", "budget", "movielens_id", "imdb_row", "n_ratings",
-    "sources", "link_method", "text",
+    "sources", "link_method", "director", "writer", "cast", "country", "imdb_id", "text",
 )
+#: Cast members an item card names.
+CARD_CAST = 3
 
 
 @dataclass(frozen=True)
@@ -164,15 +177,21 @@ def _fuzzy_proposals(movielens: pd.DataFrame, imdb: pd.DataFrame, rows: list[int
     return proposals
 
 
-def render_item(row: dict | pd.Series) -> str:
-    """One line for prompts: "The Usual Suspects (1995) — Crime, Mystery; 106 min; IMDb 8.7
-    (103,854 votes); R". Unknown fields are left out."""
+def render_item(row: dict | pd.Series, n_cast: int = CARD_CAST) -> str:
+    """The item card, one line: "Heat (1995) — Action, Crime, Thriller; directed by Michael Mann;
+    starring Al Pacino, Robert De Niro, Val Kilmer; 170 min; IMDb 8.2 (…); R". Unknown fields are
+    left out."""
     title = row["title"]
     year = row.get("year")
     head = f"{title} ({int(year)})" if _known(year) else str(title)
     parts = []
-    if len(row.get("genres") or ()):
-        parts.append(", ".join(row["genres"]))
+    genres, directors, cast = (_listed(row.get(f)) for f in ("genres", "director", "cast"))
+    if genres:
+        parts.append(", ".join(genres))
+    if directors:
+        parts.append("directed by " + ", ".join(directors))
+    if n_cast and cast:
+        parts.append("starring " + ", ".join(cast[:n_cast]))
     if _known(row.get("runtime_min")):
         parts.append(f"{int(row['runtime_min'])} min")
     if _known(row.get("imdb_rating")):
@@ -182,6 +201,11 @@ def render_item(row: dict | pd.Series) -> str:
     if isinstance(row.get("mpaa"), str) and row["mpaa"]:
         parts.append(row["mpaa"])
     return f"{head} — {'; '.join(parts)}" if parts else head
+
+
+def _listed(value: object) -> list[str]:
+    """A list-valued field as a list (a missing value, NaN from a frame join, as empty)."""
+    return [str(v) for v in value] if isinstance(value, (list, tuple, np.ndarray)) else []
 
 
 def _known(value: object) -> bool:
@@ -244,6 +268,83 @@ def assemble(movielens: pd.DataFrame, imdb: pd.DataFrame, links: list[Link]) -> 
         })
     corpus = pd.DataFrame(rows)
     corpus.insert(0, "item_id", np.arange(len(corpus), dtype="int64"))
+    for column in ("director", "writer", "cast"):
+        corpus[column] = [[] for _ in range(len(corpus))]
+    corpus["country"] = corpus["imdb_id"] = None
+    return _typed(corpus)
+
+
+def link_films(corpus: pd.DataFrame, films: pd.DataFrame) -> dict[int, int]:
+    """Wikidata film position -> corpus row position, one-to-one: each film is resolved by its
+    title and year (within one year, no typo fallback) with `matching.TitleMatcher`; when two
+    films claim one row, the nearer year wins, then the earlier film."""
+    matcher = matching.TitleMatcher(corpus)
+    position_of = {int(i): p for p, i in enumerate(corpus["item_id"])}
+    proposals = []
+    for position, (title, year) in enumerate(zip(films["title"], films["year"])):
+        if pd.isna(year) or not title:
+            continue
+        found = matcher.resolve(f"{title} ({int(year)})", fuzzy=False)
+        if found is not None and found.year is not None:
+            proposals.append((abs(found.year - int(year)), position, position_of[found.item_id]))
+    links: dict[int, int] = {}
+    taken: set[int] = set()
+    for _, film, row in sorted(proposals):
+        if film not in links and row not in taken:
+            links[film] = row
+            taken.add(row)
+    return links
+
+
+def add_films(corpus: pd.DataFrame, films: pd.DataFrame) -> pd.DataFrame:
+    """The corpus with Wikidata's fields on the rows `link_films` finds and the other films
+    appended as rows of their own (new item ids after the existing ones). Cast is ordered by
+    `wikidata.order_cast`, each film weighted by 1 + log(1 + its corpus fame)."""
+    corpus = corpus.copy()
+    links = link_films(corpus, films)
+    n = len(corpus)
+    corpus["director"] = [[] for _ in range(n)]
+    corpus["writer"] = [[] for _ in range(n)]
+    corpus["cast"] = [[] for _ in range(n)]
+    corpus["country"] = pd.Series([None] * n, dtype=object)
+    corpus["imdb_id"] = pd.Series([None] * n, dtype=object)
+    columns = {c: corpus.columns.get_loc(c) for c in corpus.columns}
+    fame = (corpus["imdb_votes"].astype("float64").fillna(0).to_numpy()
+            + matching.VOTES_PER_RATING * corpus["n_ratings"].to_numpy())
+    row_of = {film: row for film, row in links.items()}
+    weights = [1.0 + math.log1p(fame[row_of[f]]) if f in row_of else 1.0
+               for f in range(len(films))]
+    films = films.assign(cast=wikidata.order_cast(list(films["cast"]), weights))
+    for film, row in links.items():
+        other = films.iloc[film]
+        for field in ("director", "writer", "cast", "country", "imdb_id"):
+            corpus.iat[row, columns[field]] = other[field]
+        corpus.iat[row, columns["genres"]] = merge_genres(corpus.iat[row, columns["genres"]],
+                                                          other["genres"])
+        if pd.isna(corpus.iat[row, columns["runtime_min"]]):
+            corpus.iat[row, columns["runtime_min"]] = other["runtime"]
+        corpus.iat[row, columns["sources"]] += "+wikidata"
+    linked = set(links)
+    rows = []
+    for film, other in enumerate(films.itertuples(index=False)):
+        if film in linked:
+            continue
+        rows.append({
+            "title": other.title, "catalogue_title": other.title, "alt_titles": [],
+            "year": other.year, "genres": list(other.genres), "runtime_min": other.runtime,
+            "imdb_rating": np.nan, "imdb_votes": pd.NA, "mpaa": None, "budget": np.nan,
+            "movielens_id": pd.NA, "imdb_row": pd.NA, "n_ratings": 0, "sources": "wikidata",
+            "link_method": None, "director": list(other.director), "writer": list(other.writer),
+            "cast": list(other.cast), "country": other.country, "imdb_id": other.imdb_id,
+        })
+    added = pd.DataFrame(rows)
+    added.insert(0, "item_id", np.arange(n, n + len(added), dtype="int64"))
+    out = pd.concat([corpus, added], ignore_index=True)
+    return _typed(out)
+
+
+def _typed(corpus: pd.DataFrame) -> pd.DataFrame:
+    """The corpus' dtypes (module docstring) and its card text, columns in order."""
     for column in ("year", "runtime_min", "imdb_votes", "movielens_id", "imdb_row"):
         corpus[column] = corpus[column].astype("Int64")
     for column in ("imdb_rating", "budget"):
@@ -254,19 +355,20 @@ def assemble(movielens: pd.DataFrame, imdb: pd.DataFrame, links: list[Link]) -> 
 
 
 def build_corpus() -> pd.DataFrame:
-    """Build the corpus from the two packaged sources (about 20 s on 2 cores)."""
+    """Build the corpus from the three packaged sources (about 30 s on 2 cores)."""
     movielens = sources.load_movielens_movies()
     imdb = sources.load_imdb_movies()
     links = link_movies(movielens, imdb)
     log.info("linked %d of %d MovieLens movies", len(links), len(movielens))
-    return assemble(movielens, imdb, links)
+    return add_films(assemble(movielens, imdb, links), wikidata.load_films())
 
 
 def corpus_cache_key() -> str:
     """Fingerprint of the corpus' inputs (source files) and of the code that builds it."""
     return cache.fingerprint(
         [cache.sha256_file(src.path()) for src in (sources.MOVIELENS, sources.IMDB)],
-        cache.code_version(normalize, sources),
+        wikidata.MOVIES_DB_SHA256,
+        cache.code_version(normalize, sources, wikidata, matching),
         cache.code_version(__import__(__name__, fromlist=["_"])),
     )
 
@@ -282,8 +384,8 @@ def load_corpus(rebuild: bool = False) -> pd.DataFrame:
     if not rebuild:
         frame = cache.load_frame(corpus_path(), key)
         if frame is not None:
-            frame["alt_titles"] = frame["alt_titles"].map(list)
-            frame["genres"] = frame["genres"].map(list)
+            for column in ("alt_titles", "genres", "director", "writer", "cast"):
+                frame[column] = frame[column].map(list)
             return frame
     frame = build_corpus()
     cache.save_frame(frame, corpus_path(), key)

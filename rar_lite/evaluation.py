@@ -5,17 +5,26 @@ per-(conversation, target) metrics for every system and seed, every ranking (wit
 wrote that resolved to nothing), run times, and a cost table timed with an empty LLM cache.
 `Evaluation.save(directory)` writes them as CSV/JSON/JSONL; `rar-lite evaluate` does both.
 
-Systems (`SYSTEMS`): popularity; the chapter-3 retriever alone; the LLM without retrieval; RAR with
-the SFT retriever (retrieve K, the chapter-4 tuned pointwise reranker orders them); RAR after the
-chapter-5 feedback loop; the keyword rule over the same candidates; and RAR in generation mode
-(the zero-shot LLM writes titles; slow, so run on `n_generate` conversations, to measure
-grounding). Seeded systems (everything built on a trained retriever) run once per seed.
+Systems (`SYSTEMS`): popularity; the chapter-3 LRURec retriever alone (the paper's retriever);
+the dense retriever over the conversation and the item cards, and its fusion with LRURec and a
+popularity prior (this project's, `rar_lite.realdata`); the LLM without retrieval; RAR with the
+LRURec retriever (retrieve K, the chapter-4 tuned pointwise reranker orders them: the faithful
+row); RAR with the fused retriever (the reranker's score interpolated with the retriever's order
+at a weight chosen on dev data); RAR after the chapter-5 feedback loop; the keyword rule over
+LRURec's candidates; and RAR in generation mode (the zero-shot LLM writes titles; slow, so run on
+`n_generate` conversations, to measure grounding). Seeded systems (everything built on a trained
+LRURec) run once per seed.
 
-Conversation sets: "simulated" (held-out test users, data seed 0) and "inspired" (the real
-INSPIRED test split read with `load_cikm`; on real data the history is the movies mentioned so
-far). Metrics are per pair; the "recommendation" condition keeps the pairs whose target was not
-mentioned before, "all" keeps every pair (He et al., CIKM 2023). Every system here excludes
-mentioned movies, so on "all" a repeated target is a miss by design.
+Conversation sets: "simulated" (held-out test users, data seed 0) and the CIKM-format real sets
+("inspired" by default, read with `load_cikm`; on real data the history is the movies mentioned
+so far). On a real set every retriever ranks the dataset's whole catalogue (its `item_ids.json`
+movies, as He et al. rank over the dataset's names), so no target is unreachable by construction;
+on the simulated set they rank LRURec's vocabulary. The dense retriever's head and every weight are
+chosen on dev data: INSPIRED's dev dialogues for real sets, simulated validation conversations for
+the simulated set — never on a test split. Metrics are per pair; the "recommendation" condition
+keeps the pairs whose target was not mentioned before, "all" keeps every pair (He et al., CIKM
+2023). Popularity and LRURec exclude mentioned movies (on "all" a repeated target is then a miss
+by design); the dense and fused retrievers may return them, with a weight chosen on dev data.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import platform
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +45,13 @@ from tqdm.auto import tqdm
 from rar_lite import (
     cache,
     cikm,
+    dense,
     feedback,
+    fusion,
     loop_study,
     pipeline,
     popularity,
+    realdata,
     rerank,
     reranker_study,
     simulate,
@@ -55,13 +67,20 @@ from rar_lite.matching import TitleMatcher
 SYSTEMS: dict[str, str] = {
     "popularity": "Popularity",
     "retriever": "Retriever only (SFT)",
+    "dense": "Dense retriever (ours)",
+    "fused": "Fused retriever (ours)",
     "llm": "LLM without retrieval",
     "keyword": "Keyword reranker",
     "rar-sft": "RAR, SFT retriever",
+    "rar-fused": "RAR, fused retriever (ours)",
     "rar-loop": "RAR after the feedback loop",
     "rar-generate": "RAR, generation mode (zero-shot)",
 }
-SEEDED = ("retriever", "keyword", "rar-sft", "rar-loop")  # depend on a trained retriever
+#: Systems that depend on a trained LRURec, run once per seed.
+SEEDED = ("retriever", "fused", "keyword", "rar-sft", "rar-fused", "rar-loop")
+#: Systems that need the dense retriever.
+DENSE = ("dense", "fused", "rar-fused")
+
 #: "simulated", then the CIKM-format datasets (`load_cikm`): INSPIRED is the default real set;
 #: ReDial and Reddit-Movie are read from a directory the reader supplies.
 DATASETS = ("simulated", "inspired", "redial", "reddit-movie")
@@ -97,8 +116,11 @@ class EvalConfig:
     tune_conversations: int = 1000  # chapter 4's tuning (its cached adapter is reused)
     tune_steps: int = 100
     tune_batch: int = 16
+    n_dev: int | None = None  # INSPIRED dev turns used for fitting (None: all)
+    n_selection_simulated: int = 200  # simulated validation conversations choosing the weights
     quick: bool = False
     data_dirs: dict[str, str] | None = None  # name -> directory; default $RAR_LITE_<NAME>_DIR
+    dev_dir: str | None = None  # INSPIRED's dev split; default $RAR_LITE_INSPIRED_DEV_DIR
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.systems if s not in SYSTEMS]
@@ -118,19 +140,24 @@ class EvalConfig:
     def quick_run(cls, **overrides: object) -> EvalConfig:
         """A run of a minute or two that exercises every system and both sets (CI)."""
         sizes = {"seeds": (0, 1), "n_simulated": 6, "n_real": 6, "n_generate": 1,
-                 "n_cost": 1, "llm_tokens": 32, "loop_train": 6, "loop_rounds": 2, "tune_conversations": 8,
-                 "tune_steps": 2, "tune_batch": 4, "quick": True}
+                 "n_cost": 1, "llm_tokens": 32, "loop_train": 6, "loop_rounds": 2,
+                 "tune_conversations": 8, "tune_steps": 2, "tune_batch": 4, "n_dev": 40,
+                 "n_selection_simulated": 12, "quick": True}
         return cls(**{**sizes, **overrides})
 
 
 @dataclass
 class ConversationSet:
-    """A named conversation set, the corpus its ids refer to and a title matcher over it."""
+    """A named conversation set, the corpus its ids refer to, a title matcher over it, the
+    catalogue its retrievers rank and the dense retriever fitted for it (see `_fit_dense`)."""
 
     name: str
     conversations: list[Conversation]
     corpus: pd.DataFrame
     matcher: TitleMatcher
+    catalogue: list[int] | None = None  # None: LRURec's vocabulary
+    retrieval: realdata.RealRetrieval | None = None
+    dataset: cikm.CikmDataset | None = None  # a real set as loaded
 
 
 @dataclass
@@ -152,6 +179,10 @@ class Evaluation:
     cost: pd.DataFrame
     counts: pd.Series
     seconds: float = 0.0
+    #: per set: what the dense retriever's fit chose (weights, reranker weight, dev sizes) and
+    #: the retrieval ablation on the set's conversations (`realdata.ablation`)
+    fits: dict[str, dict] = field(default_factory=dict)
+    ablations: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def metrics(self) -> list[str]:
         return [c for c in self.per_pair.columns if c.startswith(("ndcg@", "recall@"))]
@@ -185,6 +216,9 @@ class Evaluation:
                   "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
                   "summary": {key: json.loads(t.to_json(orient="index"))
                               for key, t in tables.items()}}
+        record["fits"] = self.fits
+        for name, table in self.ablations.items():
+            cache.write_text_atomic(directory / f"retrieval_{name}.csv", table.to_csv())
         cache.write_text_atomic(directory / "results.json", json.dumps(record, indent=1))
         return directory
 
@@ -317,6 +351,27 @@ def data_dir(config: EvalConfig, name: str) -> str:
     return directory
 
 
+def available_datasets(datasets: tuple[str, ...],
+                       data_dirs: dict[str, str] | None = None) -> tuple[str, ...]:
+    """`datasets` without the real ones whose directory is not configured or not there (each
+    dropped one is reported on stdout with how to get it): a fresh clone runs on simulated data."""
+    kept = []
+    for name in datasets:
+        if name == "simulated":
+            kept.append(name)
+            continue
+        try:
+            directory = data_dir(EvalConfig(datasets=(name,), data_dirs=data_dirs), name)
+        except FileNotFoundError as error:
+            print(f"{error}. Skipping {name} (the README's 'Real data' says where to get it).")
+            continue
+        if Path(directory).is_dir():
+            kept.append(name)
+        else:
+            print(f"{name}: {directory} is not a directory; skipping it.")
+    return tuple(kept)
+
+
 def conversation_sets(config: EvalConfig, corpus: pd.DataFrame, matcher: TitleMatcher,
                       simulated_test: list[Conversation]) -> list[ConversationSet]:
     """The configured conversation sets (real ones from `data_dir`). `matcher` is over
@@ -330,8 +385,61 @@ def conversation_sets(config: EvalConfig, corpus: pd.DataFrame, matcher: TitleMa
         directory = data_dir(config, name)
         data = cikm.load_cikm(directory, corpus, skip_bad_lines=True, name=name)
         chosen = data.conversations[: config.n_real] if config.n_real else data.conversations
-        out.append(ConversationSet(name, chosen, data.corpus, TitleMatcher(data.corpus)))
+        out.append(ConversationSet(name, chosen, data.corpus, TitleMatcher(data.corpus),
+                                   realdata.catalogue(data), dataset=data))
     return out
+
+
+def _fit_dense(config: EvalConfig, corpus: pd.DataFrame, sets: list[ConversationSet],
+               served: object, valid: list[Conversation], tuned: TransformersBackend | None,
+               responses: ResponseCache | None, rerank_weight: bool, progress: bool) -> None:
+    """Fit the dense retriever of every set in place (`ConversationSet.retrieval`): for real
+    sets on INSPIRED's dev dialogues (head and weights; the recorded defaults when no dev split
+    is found), for the simulated set with that head and weights chosen on simulated validation
+    conversations. LRURec `served` (the first seed's) takes part in choosing the weights; with
+    `rerank_weight`, the tuned reranker's interpolation weight is chosen on the same selection
+    conversations (`realdata.choose_rerank_weight`)."""
+    encoder = dense.load_encoder()
+
+    def with_weight(fit: realdata.RealRetrieval, on_corpus: pd.DataFrame) -> None:
+        if rerank_weight and tuned is not None and fit.selection:
+            reader = rerank.PointwiseReranker(tuned, on_corpus, response_cache=responses)
+            fit.rerank_weight, fit.rerank_table = realdata.choose_rerank_weight(
+                reader, fit.fused(served, on_corpus), fit.selection, config.k,
+                progress=progress)
+
+    real = [data for data in sets if data.dataset is not None]
+    real_fit = None
+    if real:
+        inspired = next((d.dataset for d in real if d.name == "inspired"), None)
+        if inspired is None:
+            inspired = _inspired(config, corpus)
+        dev = realdata.load_dev(inspired, config.dev_dir) if inspired is not None else None
+        dev = dev[: config.n_dev] if dev and config.n_dev else dev
+        fitted_on = inspired if dev else real[0].dataset
+        real_fit = realdata.fit(fitted_on.corpus, realdata.catalogue(fitted_on), served, dev,
+                                encoder, progress=progress)
+        with_weight(real_fit, fitted_on.corpus)
+        for data in real:
+            data.retrieval = real_fit.on(data.corpus, data.catalogue, progress)
+    for data in sets:
+        if data.dataset is None:
+            selection = loop_study.sample_conversations(valid, config.n_selection_simulated)
+            data.retrieval = realdata.fit(
+                data.corpus, [int(i) for i in served.vocab.item_ids], served, selection,
+                encoder, progress=progress, head=real_fit.dense.head if real_fit else None,
+                grid={**fusion.GRID, "mentioned": (-10.0,), "dialogue": (0.0,)},
+                train_head=False)
+            with_weight(data.retrieval, data.corpus)
+
+
+def _inspired(config: EvalConfig, corpus: pd.DataFrame) -> cikm.CikmDataset | None:
+    """INSPIRED over `corpus` (the item space of its dev split), or None when it is absent."""
+    try:
+        directory = data_dir(config, "inspired")
+    except FileNotFoundError:
+        return None
+    return cikm.load_cikm(directory, corpus, skip_bad_lines=True, name="inspired")
 
 
 def _ranking_record(dataset: str, system: str, seed: int, conversation: Conversation,
@@ -347,6 +455,25 @@ def _ranking_record(dataset: str, system: str, seed: int, conversation: Conversa
             "outside": len(ranking.outside), "failure": ranking.failure}
 
 
+def _retriever(system: str, data: ConversationSet, seeded: _Seeded,
+               popular: PopularityRecommender) -> object:
+    """What retrieves the candidates of `system` on `data` (see the module docstring)."""
+    served = seeded.setup.served
+    if system == "rar-loop":
+        served = served.with_model(seeded.loop_model)
+    fit = data.retrieval
+    if system in DENSE:
+        if system == "dense":
+            exclude = -10.0 if data.dataset is None else 0.0
+            return fit.fused(None, data.corpus, fusion.FusionWeights(1.0, 0.0, 0.0, exclude))
+        return fit.fused(served, data.corpus)
+    if data.dataset is None:  # the simulated set: LRURec's vocabulary, as in chapters 3-5
+        return popular if system == "popularity" else served
+    if system == "popularity":
+        return fit.fused(None, data.corpus, realdata.POPULARITY_ONLY, exclude_history=True)
+    return fit.fused(served, data.corpus, realdata.LRUREC_ONLY, exclude_history=True)
+
+
 def _run_system(system: str, data: ConversationSet, seeded: _Seeded, reranker: object,
                 generation: object, opener: OpenRecommender, popular: PopularityRecommender,
                 config: EvalConfig, progress: bool) -> tuple[list[Conversation],
@@ -354,27 +481,26 @@ def _run_system(system: str, data: ConversationSet, seeded: _Seeded, reranker: o
                                                              list[list[int]] | None]:
     """(conversations, rankings, candidates or None) of one system on one set."""
     conversations = data.conversations
-    served = seeded.setup.served
     if system == "llm":
         return conversations, opener.recommend(conversations, progress), None
-    if system == "popularity":
-        served, chosen = popular, rerank.RetrieverOrder()
-    elif system == "retriever":
+    if system in ("popularity", "retriever", "dense", "fused"):
         chosen = rerank.RetrieverOrder()
     elif system == "keyword":
-        chosen = rerank.KeywordReranker(seeded.setup.corpus)
-    elif system == "rar-sft":
+        chosen = rerank.KeywordReranker(data.corpus)
+    elif system in ("rar-sft", "rar-loop"):
         chosen = reranker
-    elif system == "rar-loop":
-        served, chosen = served.with_model(seeded.loop_model), reranker
+    elif system == "rar-fused":
+        chosen = rerank.InterpolatedReranker(reranker, data.retrieval.rerank_weight)
     else:  # rar-generate
         conversations, chosen = conversations[: config.n_generate], generation
+    served = _retriever(system, data, seeded, popular)
     with warnings.catch_warnings():  # real data: many mentioned movies are not in the vocab
         warnings.simplefilter("ignore", UserWarning)
         candidates = pipeline.retrieve(served, conversations, config.k)
     rankings = [chosen.rank(c, pool) for c, pool in tqdm(
         list(zip(conversations, candidates)), desc=f"{data.name}: {SYSTEMS[system]}",
-        disable=not progress or system in ("popularity", "retriever", "keyword"))]
+        disable=not progress or isinstance(chosen, (rerank.RetrieverOrder,
+                                                    rerank.KeywordReranker)))]
     return conversations, rankings, candidates
 
 
@@ -429,9 +555,9 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     vocab = first.served.vocab
     counts = pd.Series(first.served.popularity, index=vocab.item_ids, name="interactions")
     buckets = popularity.buckets(counts)
-    needs_llm = {"llm", "rar-sft", "rar-loop", "rar-generate"} & set(config.systems)
+    needs_llm = {"llm", "rar-sft", "rar-fused", "rar-loop", "rar-generate"} & set(config.systems)
     tuned = None
-    if {"rar-sft", "rar-loop"} & set(config.systems):
+    if {"rar-sft", "rar-fused", "rar-loop"} & set(config.systems):
         tuned = reranker_study.chapter_backend(config.quick, sets, config.tune_conversations,
                                                config.tune_steps, config.tune_batch)
     zero_shot = TransformersBackend() if {"llm", "rar-generate"} & set(config.systems) else None
@@ -449,15 +575,30 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
             loop_model = loop.model
         seeded[seed] = _Seeded(setup, loop_model)
 
+    chosen_sets = conversation_sets(config, corpus, matcher, sets.test)
+    if set(DENSE) & set(config.systems) or any(d.dataset is not None for d in chosen_sets):
+        _fit_dense(config, corpus, chosen_sets, first.served, sets.valid, tuned, responses,
+                   "rar-fused" in config.systems, progress)
+    fits, ablations = {}, {}
+    for data in chosen_sets:
+        if data.retrieval is not None:
+            fit = data.retrieval
+            fits[data.name] = {"weights": fit.weights.as_dict(),
+                               "rerank_weight": fit.rerank_weight, "dev": fit.dev,
+                               "head": fit.dense.head is not None}
+            ablations[data.name] = realdata.ablation(fit, first.served, data.corpus,
+                                                     data.conversations)
     pairs, records, timing = [], [], []
-    for data in conversation_sets(config, corpus, matcher, sets.test):
+    for data in chosen_sets:
         _, generation, opener = _llm_systems(None, zero_shot, corpus, data.matcher, responses,
                                              config.llm_tokens)
+        pointwise = (rerank.PointwiseReranker(tuned, data.corpus, response_cache=responses)
+                     if tuned is not None else None)
         for system in config.systems:
             runs = config.seeds if system in SEEDED else config.seeds[:1]
             for seed in runs:
                 began = time.perf_counter()
-                run = _run_system(system, data, seeded[seed], reader, generation, opener,
+                run = _run_system(system, data, seeded[seed], pointwise, generation, opener,
                                   popular, config, progress)
                 frame, run_records, row = _score_run(data.name, SYSTEMS[system], seed, *run,
                                                      buckets, config,
@@ -468,23 +609,29 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     per_pair = pd.concat(pairs, ignore_index=True)
     front = ["dataset", "system", "seed", "conversation_id", "target", "new", "bucket"]
     per_pair = per_pair[front + [c for c in per_pair.columns if c not in front]]
-    cost = cost_table(config, seeded[config.seeds[0]], matcher, tuned, zero_shot, popular)
+    simulated = next((d.retrieval for d in chosen_sets if d.name == "simulated"), None)
+    cost = cost_table(config, seeded[config.seeds[0]], matcher, tuned, zero_shot, popular,
+                      simulated)
     return Evaluation(config, per_pair, records, pd.DataFrame(timing), cost, counts,
-                      time.perf_counter() - started)
+                      time.perf_counter() - started, fits, ablations)
 
 
 def cost_table(config: EvalConfig, seeded: _Seeded, matcher: TitleMatcher,
                tuned: TransformersBackend | None, zero_shot: TransformersBackend | None,
-               popular: PopularityRecommender) -> pd.DataFrame:
+               popular: PopularityRecommender,
+               retrieval: realdata.RealRetrieval | None = None) -> pd.DataFrame:
     """Seconds and LLM prompts per conversation of each system on `config.n_cost` simulated
-    conversations, with a new, empty response cache (what a new conversation costs)."""
+    conversations, with a new, empty response cache (what a new conversation costs); the dense
+    systems use the simulated set's `retrieval` and are left out without it."""
     conversations = loop_study.sample_conversations(seeded.setup.sets.test, config.n_cost,
                                                     seed=1)
     corpus = seeded.setup.corpus
-    data = ConversationSet("simulated", conversations, corpus, matcher)
+    data = ConversationSet("simulated", conversations, corpus, matcher, retrieval=retrieval)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for system in config.systems:  # a new empty cache each: no system reuses another's work
+            if system in DENSE and retrieval is None:
+                continue
             empty = ResponseCache(Path(tmp) / f"{system}.sqlite")
             pointwise, generation, opener = _llm_systems(tuned, zero_shot, corpus, data.matcher,
                                                          empty, config.llm_tokens)
@@ -543,11 +690,15 @@ def findings(evaluation: Evaluation, metric: str = "ndcg@10") -> str:
     for dataset in evaluation.per_pair["dataset"].unique():
         table = evaluation.summary(dataset, "all", [metric])
         present = set(table.index)
-        for key in ("rar-sft", "rar-loop", "keyword"):
-            if {SYSTEMS[key], SYSTEMS["retriever"]} <= present:
-                test = evaluation.paired(dataset, key, "retriever", metric)
-                lines.append(f"{dataset}: " + stats.describe_paired(
-                    test, SYSTEMS[key], "retriever only", metric))
+        for key, base in (("rar-sft", "retriever"), ("rar-loop", "retriever"),
+                          ("keyword", "retriever"), ("dense", "retriever"),
+                          ("fused", "dense"), ("rar-fused", "fused"),
+                          ("rar-fused", "popularity")):
+            if {SYSTEMS[key], SYSTEMS[base]} <= present:
+                test = evaluation.paired(dataset, key, base, metric)
+                label = "retriever only" if base == "retriever" else SYSTEMS[base]
+                lines.append(f"{dataset}: " + stats.describe_paired(test, SYSTEMS[key], label,
+                                                                    metric))
     grounding = grounding_table(evaluation)
     for (dataset, system), row in grounding.iterrows():
         if row["hallucination rate"] > 0 or system == SYSTEMS["llm"]:

@@ -32,8 +32,12 @@ class PipelineRun:
 
 
 def retrieve(served: Retriever, conversations: list[Conversation], k: int = 20) -> list[list[int]]:
-    """Top-`k` corpus ids for each conversation's history (history items excluded); `served`
-    may be anything with the retriever's `topk(histories, k)`, e.g. a popularity baseline."""
+    """Top-`k` corpus ids for each conversation. A retriever that reads the conversation has
+    `topk_conversations(conversations, k)` (the dense and fused retrievers); a history retriever
+    has `topk(histories, k)` (LRURec, a popularity baseline) and excludes the history."""
+    if hasattr(served, "topk_conversations"):
+        ids, _ = served.topk_conversations(conversations, k)
+        return [[int(i) for i in row] for row in ids]
     ids, _ = served.topk([list(c.history) for c in conversations], k)
     return [[int(i) for i in row] for row in ids]
 

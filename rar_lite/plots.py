@@ -309,3 +309,21 @@ def save_pipeline_figure(path) -> None:
     with plt.rc_context({"svg.hashsalt": "rar-lite"}):
         ax.figure.savefig(path, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(ax.figure)
+
+
+def plot_head_curve(table: pd.DataFrame) -> plt.Axes:
+    """The dense retriever's query head per epoch (`dense.train_head`'s table): training loss
+    (left axis) and selection NDCG@10 (right axis), the kept epoch marked."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(table.index, table["loss"], color="tab:blue", marker=".", label="training loss")
+    ax.set_xlabel("epoch (0 = MiniLM zero-shot)")
+    ax.set_ylabel("softmax loss over the catalogue", color="tab:blue")
+    right = ax.twinx()
+    right.plot(table.index, table["selection ndcg@10"], color="tab:orange", marker=".")
+    best = table["selection ndcg@10"].idxmax()
+    right.axvline(best, color="grey", linestyle=":", label=f"kept: epoch {best}")
+    right.set_ylabel("selection NDCG@10", color="tab:orange")
+    right.legend(loc="lower right")
+    ax.set_title("Training the query head on dev dialogues")
+    fig.tight_layout()
+    return ax

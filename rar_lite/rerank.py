@@ -72,6 +72,42 @@ class RetrieverOrder:
         return Ranking(candidates, None, None if candidates else "no candidates")
 
 
+
+class InterpolatedReranker:
+    """A reranker's scores blended with the retriever's order: each candidate gets
+    `weight` x z(reranker score) + (1 - weight) x z(-log(position + 1)), z-scores taken over the
+    candidates. At weight 0 this is the retriever's order, at 1 the reranker's; the weight is
+    chosen on dev data, so a reranker that carries no signal cannot pull the pipeline down there.
+    """
+
+    def __init__(self, reranker: object, weight: float) -> None:
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"weight must be in [0, 1], got {weight}")
+        self.reranker, self.weight = reranker, float(weight)
+        self.name = f"{getattr(reranker, 'name', 'reranker')} + retriever (weight {weight:g})"
+
+    def rank(self, conversation: Conversation, candidates: Sequence[int]) -> Ranking:
+        candidates = _check(candidates)
+        if not candidates:
+            return Ranking([], None, "no candidates")
+        prior = -np.log(np.arange(len(candidates)) + 1.0)
+        if self.weight == 0.0:
+            return _by_scores(candidates, prior)
+        scored = self.reranker.rank(conversation, candidates)
+        if scored.failure or scored.scores is None:
+            return Ranking(candidates, None, scored.failure or "the reranker gave no scores")
+        by_item = dict(zip(scored.items, scored.scores))
+        mine = np.array([by_item[c] for c in candidates], dtype=float)
+        blended = self.weight * _z(mine) + (1.0 - self.weight) * _z(prior)
+        return _by_scores(candidates, blended)
+
+
+def _z(values: np.ndarray) -> np.ndarray:
+    """z-scores (all 0 when the values are constant)."""
+    std = values.std()
+    return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
+
+
 # --- keyword rule ----------------------------------------------------------------------------
 
 _DECADE = re.compile(r"\b(?:(?:19|20)?(\d)0s|(?:19|20)(\d)0's)\b")

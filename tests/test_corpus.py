@@ -19,7 +19,15 @@ def test_schema_and_ids(corpus: pd.DataFrame) -> None:
     assert corpus["movielens_id"].dropna().is_unique
     assert corpus["imdb_row"].dropna().is_unique  # links are one-to-one
     assert all(isinstance(g, list) for g in corpus["genres"])
-    assert set(corpus["sources"]) == {"movielens", "imdb", "movielens+imdb"}
+    assert set(corpus["sources"]) == {"movielens", "imdb", "movielens+imdb", "wikidata",
+                                      "movielens+wikidata", "imdb+wikidata",
+                                      "movielens+imdb+wikidata"}
+    # every Wikidata film lands on exactly one row (the table names two films twice: a cut
+    # and its re-release, e.g. Apocalypse Now and its Redux)
+    from rar_lite import wikidata
+
+    assert corpus["imdb_id"].notna().sum() == len(wikidata.load_films())
+    assert all(isinstance(v, list) for f in ("director", "writer", "cast") for v in corpus[f])
     # MovieLens movies come first, in MovieLens id order
     ml = corpus["movielens_id"].notna()
     assert ml.iloc[: ml.sum()].all()
@@ -42,11 +50,20 @@ def test_required_figures(corpus: pd.DataFrame) -> None:
 def test_known_rows(corpus: pd.DataFrame) -> None:
     row = corpus[corpus["title"] == "The Usual Suspects"].iloc[0]
     assert row["year"] == 1995
-    assert row["sources"] == "movielens+imdb"
+    assert row["sources"] == "movielens+imdb+wikidata"
     assert row["runtime_min"] == 106 and row["mpaa"] == "R"
     assert {"Crime", "Mystery", "Thriller"} <= set(row["genres"])  # from MovieLens
-    assert row["text"] == ("The Usual Suspects (1995) — Crime, Mystery, Thriller; 106 min; "
-                           "IMDb 8.7 (103,854 votes); R")
+    assert row["director"] == ["Bryan Singer"] and "Kevin Spacey" in row["cast"][:3]
+    assert row["text"] == ("The Usual Suspects (1995) — Crime, Mystery, Thriller, Drama, Action; "
+                           "directed by Bryan Singer; starring Dan Hedaya, Kevin Pollak, "
+                           "Kevin Spacey; 106 min; IMDb 8.7 (103,854 votes); R")
+    # the best-known actors come first though Wikidata lists cast alphabetically
+    heat = corpus[(corpus["title"] == "Heat") & (corpus["year"] == 1995)].iloc[0]
+    assert heat["director"] == ["Michael Mann"]
+    assert {"Robert De Niro", "Al Pacino"} <= set(heat["cast"][:3])
+    # a film only Wikidata knows (2006-2014: after the IMDb table) becomes a row of its own
+    wiki_only = corpus[corpus["sources"] == "wikidata"]
+    assert len(wiki_only) > 5000 and wiki_only["year"].max() == 2014
     # remakes stay separate: three Titanic rows, each its own year
     titanic = corpus[corpus["title"] == "Titanic"]
     assert sorted(titanic["year"].tolist()) == [1943, 1953, 1997]
@@ -59,6 +76,24 @@ def test_render_item_leaves_unknown_fields_out() -> None:
     assert rc.render_item(row) == "Heat"
     row.update(year=1995, genres=["Crime"], imdb_rating=8.2)
     assert rc.render_item(row) == "Heat (1995) — Crime; IMDb 8.2"
+    row.update(director=["Michael Mann"], cast=["Al Pacino", "Robert De Niro", "Val Kilmer",
+                                                "Jon Voight"])
+    assert rc.render_item(row) == ("Heat (1995) — Crime; directed by Michael Mann; starring Al "
+                                   "Pacino, Robert De Niro, Val Kilmer; IMDb 8.2")
+    row.update(cast=float("nan"))  # a list column missing after a frame join
+    assert rc.render_item(row) == "Heat (1995) — Crime; directed by Michael Mann; IMDb 8.2"
+
+
+def test_order_cast_by_prominence() -> None:
+    from rar_lite import wikidata
+
+    casts = [["Ann", "Bob", "Cid"], ["Bob", "Dee"], ["Bob", "Cid"]]
+    assert wikidata.order_cast(casts) == [["Bob", "Cid", "Ann"], ["Bob", "Dee"], ["Bob", "Cid"]]
+    # a famous film weighs more: Dee's one hit outranks Cid's two obscure films
+    casts = [["Cid", "Dee"], ["Dee"], ["Cid"], ["Cid"]]
+    assert wikidata.order_cast(casts)[0] == ["Cid", "Dee"]
+    assert wikidata.order_cast(casts, [1.0, 5.0, 1.0, 1.0])[0] == ["Dee", "Cid"]
+    assert wikidata.order_cast([["A", "B", "C"]], keep=2) == [["A", "B"]]
 
 
 def _ml(rows: list[tuple[int, str, int, list[str]]]) -> pd.DataFrame:

@@ -99,3 +99,23 @@ def test_describe_reads_the_table() -> None:
     assert text.splitlines()[0] == "ndcg@10: random order 0.227, retriever order 0.300."
     assert text.splitlines()[1] == ("pointwise (tuned): 0.400 (+0.100 vs the retriever's order; "
                                     "0.210 with the seeker's words removed).")
+
+
+class _Fixed:
+    """A reranker with fixed scores (the reverse of the retriever's order)."""
+
+    def rank(self, conversation: Conversation, candidates: list[int]) -> rerank.Ranking:
+        scores = np.arange(len(candidates), dtype=float)
+        return rerank._by_scores(list(candidates), scores)
+
+
+def test_interpolation_equals_each_component_at_its_extremes() -> None:
+    candidates = [4, 3, 2, 1]
+    assert rerank.InterpolatedReranker(_Fixed(), 0.0).rank(conv("x"), candidates).items == \
+        candidates
+    assert rerank.InterpolatedReranker(_Fixed(), 1.0).rank(conv("x"), candidates).items == \
+        [1, 2, 3, 4]
+    middle = rerank.InterpolatedReranker(_Fixed(), 0.5).rank(conv("x"), candidates).items
+    assert sorted(middle) == sorted(candidates)
+    with pytest.raises(ValueError, match="weight"):
+        rerank.InterpolatedReranker(_Fixed(), 1.5)
