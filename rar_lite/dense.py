@@ -17,7 +17,6 @@ head alone.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -294,28 +293,17 @@ def train_head(queries: np.ndarray, targets: list[list[int]], index: ItemIndex,
 
 
 def save_head(head: QueryHead, directory: Path, record: dict) -> None:
-    """The head as safetensors plus a JSON record (no pickle), written atomically."""
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    with cache.atomic_path(directory / "head.safetensors") as tmp:
-        save_file({"delta": head.delta.detach().contiguous()}, str(tmp))
-    cache.write_text_atomic(directory / "head.json", json.dumps(record, indent=1))
+    """The head as a checkpoint (`cache.save_checkpoint`: safetensors + JSON, no pickle)."""
+    cache.save_checkpoint(directory, {"delta": head.delta.detach()}, {"head": record})
 
 
 def load_head(directory: Path, record: dict) -> QueryHead | None:
-    """The head saved in `directory` when its record equals `record`, else None."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        saved = json.loads((directory / "head.json").read_text(encoding="utf-8"))
-        delta = load_file(str(directory / "head.safetensors"))["delta"]
-    except (OSError, ValueError, KeyError, SafetensorError) as error:
-        log.info("no usable head in %s (%s)", directory, error)
+    """The head saved in `directory` when its record equals `record`, else None (also when the
+    checkpoint is missing or damaged: the caller retrains)."""
+    found = cache.load_checkpoint(directory)
+    if found is None or found[1].get("head") != record or "delta" not in found[0]:
         return None
-    if saved != record:
-        return None
+    delta = found[0]["delta"]
     head = QueryHead(delta.shape[0])
     with torch.no_grad():
         head.delta.copy_(delta)

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from rar_lite.cikm import CikmDataset
-from rar_lite.conversations import Conversation, ConversationFormatError, Turn, read_lines
+from rar_lite.conversations import (Conversation, ConversationFormatError, Turn, parse_json,
+                                    read_lines)
 
 ROLES = {"SEEKER": "seeker", "RECOMMENDER": "recommender"}
 
@@ -70,11 +71,11 @@ def read_dev(path: Path | str, dataset: CikmDataset,
         if not line.strip():
             continue
         try:
-            dialogue = json.loads(line)
+            dialogue = parse_json(line)
             if not isinstance(dialogue, list):
                 raise ValueError("a line must be a JSON list of utterances")
             utterances = [_utterance(u, f"utterance {k}") for k, u in enumerate(dialogue)]
-        except (json.JSONDecodeError, ValueError, RecursionError) as error:
+        except (json.JSONDecodeError, ValueError) as error:
             problem = (f"malformed JSON ({error.msg} at column {error.colno})"
                        if isinstance(error, json.JSONDecodeError) else str(error))
             raise ConversationFormatError(f"{path}, line {number}: {problem}") from error
@@ -106,6 +107,8 @@ def read_dev(path: Path | str, dataset: CikmDataset,
                               "new_targets": [t for t in targets if t not in history]}))
                     report.turns += 1
             history += items
+    if not report.dialogues:
+        raise ConversationFormatError(f"{path}: no dialogue in the file")
     return out, report
 
 

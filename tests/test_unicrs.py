@@ -60,12 +60,21 @@ def test_reader_builds_recommendation_turns(tmp_path: Path, tiny: cikm.CikmDatas
     ('[{"text": 3, "role": "SEEKER"}]', "'text'"),
     ('[{"text": "hi", "role": "SEEKER", "movie_link": "x"}]', "'movie_link'"),
     ('[{"text": "hi", "role": "SEEKER"', "malformed JSON"),
+    ('[{"text": "hi", "text": "again", "role": "SEEKER"}]', "appears twice"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
 ])
 def test_malformed_lines_name_file_line_and_field(tmp_path: Path, tiny: cikm.CikmDataset,
                                                   line: str, field: str) -> None:
     path = tmp_path / "dev.jsonl"
     path.write_text(json.dumps([_utterance("SEEKER", "fine")]) + "\n" + line + "\n")
     with pytest.raises(ConversationFormatError, match=rf"dev\.jsonl, line 2: .*{field}"):
+        unicrs.read_dev(path, tiny)
+
+
+def test_an_empty_file_is_an_error(tmp_path: Path, tiny: cikm.CikmDataset) -> None:
+    path = tmp_path / "dev.jsonl"
+    path.write_text("\n")
+    with pytest.raises(ConversationFormatError, match="no dialogue"):
         unicrs.read_dev(path, tiny)
 
 
