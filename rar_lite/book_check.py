@@ -49,6 +49,8 @@ KNOWN_JS_ERRORS: dict[str, str] = {
         "sphinx-thebe 0.3 adds its config script twice under Jupyter Book 1.0; thebe only starts "
         "on a click of a live-code button, which this book does not configure",
 }
+# Screenshots stop this far down a page (the API reference runs to 65,000 px).
+MAX_SCREENSHOT_PX = 16_000
 # Seconds to wait for a page, its images and MathJax.
 PAGE_TIMEOUT_S = 60.0
 
@@ -180,7 +182,8 @@ def serve(site: Path) -> Iterator[str]:
 def check_site(site: Path, chromium: str, screenshots: Path | None = None,
                chapters: set[str] | None = None) -> list[PageReport]:
     """Open every page of `site` offline in headless `chromium`; one report per page.
-    Chapters (all pages when `chapters` is None) get a full-page screenshot in `screenshots`."""
+    Chapters (all pages when `chapters` is None) get a full-page screenshot in `screenshots`
+    (down to `MAX_SCREENSHOT_PX`)."""
     from playwright.sync_api import sync_playwright
 
     site = site.resolve()
@@ -236,7 +239,9 @@ def _check_page(context: object, base: str, page_name: str, paths: Sequence[str]
         seen = page.evaluate(_INSPECT_JS)
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(screenshot), full_page=True)
+            height = page.evaluate("document.documentElement.scrollHeight")
+            page.screenshot(path=str(screenshot), full_page=True, clip={
+                "x": 0, "y": 0, "width": 1280, "height": min(height, MAX_SCREENSHOT_PX)})
     finally:
         page.close()
     report.seconds = time.perf_counter() - started

@@ -179,7 +179,7 @@ def snapshot_png(demo: Demo, top: int = 10) -> bytes:
 
     ranking = demo.last.ranking.head(top) if isinstance(demo.last, DemoResult) else None
     rows = 7 + (len(ranking) + 3 if ranking is not None else 2)
-    fig = Figure(figsize=(11, 0.36 * rows + 0.3))
+    fig = Figure(figsize=(8.5, 0.3 * rows + 0.25))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, 110)
     ax.set_ylim(rows, 0)
@@ -196,23 +196,23 @@ def snapshot_png(demo: Demo, top: int = 10) -> bytes:
               ("Request", demo.request.value)]
     for y, (label, value) in enumerate(fields):
         ax.text(10, y + 0.5, label, ha="right", va="center", fontsize=9)
-        box(11, y, 97, _clip(value, 120))
+        box(11, y, 97, _clip(value, 95))
     for y, (label, toggle) in enumerate((("Retriever", demo.retriever), ("Ranking", demo.ranker)),
                                         start=len(fields)):
         ax.text(10, y + 0.5, label, ha="right", va="center", fontsize=9)
         for i, option in enumerate(toggle.options):
-            box(11 + 25 * i, y, 24, _clip(option, 30), filled=option == toggle.value)
+            box(11 + 29 * i, y, 28, _clip(option, 26), filled=option == toggle.value)
     box(11, 5, 16, "Recommend", filled=True)
     if ranking is None:
         note = demo.last if isinstance(demo.last, str) else "(press Recommend)"
         ax.text(1, 7.5, note, va="center", fontsize=9, color="#b00" if demo.last else "gray")
         return _png(fig)
-    ax.text(1, 6.5, _clip(f"Seeker: {demo.last.conversation.seeker_text()}", 150), va="center",
+    ax.text(1, 6.5, _clip(f"Seeker: {demo.last.conversation.seeker_text()}", 110), va="center",
             fontsize=9)
     ax.text(1, 7.5, f"Recommended ({demo.last.seconds:.2f} s)", va="center", fontsize=10,
             weight="bold")
     why = ranking.columns[-1]
-    columns = ((1, "rank", 4), (5, "title", 45), (50, "year", 6), (56, why, 70))
+    columns = ((1, "rank", 4), (6, "title", 36), (50, "year", 6), (56, why, 50))
     for x, name, width in columns:
         ax.text(x, 8.5, _clip(name, width), va="center", fontsize=9, weight="bold")
         for y, value in enumerate(ranking[name], start=9):
@@ -223,7 +223,7 @@ def snapshot_png(demo: Demo, top: int = 10) -> bytes:
 def _png(fig: object) -> bytes:
     """The figure as PNG bytes (no pyplot: nothing is shown twice in a notebook)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=120)
     return buffer.getvalue()
 
 

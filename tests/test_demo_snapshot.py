@@ -37,4 +37,4 @@ def test_picture_shows_an_error_too(widget: demo.Demo) -> None:
     widget.liked.value, widget.request.value = "", " "
     widget.run()
     assert widget.last == "type a request or some movies you liked"
-    assert _image(demo.snapshot_png(widget)).width == 1100
+    assert _image(demo.snapshot_png(widget)).width == 1020  # 8.5 in at 120 dpi
