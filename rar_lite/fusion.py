@@ -62,8 +62,8 @@ def history_scores(served: object, conversations: Sequence[Conversation],
     from rar_lite.retriever import score_histories
 
     vocab = served.vocab
-    columns = np.array([vocab.encode([int(i)])[0] - 1 if vocab.encode([int(i)]) else -1
-                        for i in index.item_ids])
+    column_of = {int(item): n for n, item in enumerate(vocab.item_ids)}
+    columns = np.array([column_of.get(int(i), -1) for i in index.item_ids])
     known_columns = columns >= 0
     encoded = [vocab.encode(list(c.history)) for c in conversations]
     raw = np.zeros((len(conversations), len(index)), dtype="float64")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -197,14 +198,6 @@ def load_dev(dataset: CikmDataset, directory: str | Path | None = None) -> list[
     return conversations
 
 
-def targets_reach(retriever: object, conversations: list[Conversation],
-                  ks: tuple[int, ...] = (20, 50, 100)) -> dict[str, float]:
-    """Reach@k of a retriever with `topk_conversations` (share of targets in its top k)."""
-    ids, _ = retriever.topk_conversations(conversations, max(ks))
-    return fusion.reach(ids, conversations, ks)
-
-
-
 def ablation(fit: RealRetrieval, served: object | None, corpus: pd.DataFrame,
              conversations: list[Conversation],
              ks: tuple[int, ...] = (20, 50, 100)) -> pd.DataFrame:
@@ -243,6 +236,24 @@ MISSING_DATA = (
     "INSPIRED is not here: set RAR_LITE_INSPIRED_DIR to a directory with He et al.'s test.jsonl, "
     "entity2id.json and item_ids.json, and RAR_LITE_INSPIRED_DEV_DIR to one with UniCRS's "
     "dev.jsonl (see the README, 'Real data'). Continuing with simulated conversations.")
+
+
+def fit_chapter(corpus: pd.DataFrame, served: object,
+                fallback: Callable[[], list[Conversation]],
+                encoder: dense.TextEncoder | None = None,
+                progress: bool = False) -> tuple[RealRetrieval, list[Conversation], pd.DataFrame]:
+    """(fit, selection conversations, their corpus) for a chapter: on INSPIRED's catalogue and
+    dev dialogues when they are here, else (with `MISSING_DATA` printed) on LRURec `served`'s
+    vocabulary and the conversations `fallback()` returns (e.g. simulated validation ones)."""
+    inspired, dev = load_inspired(corpus)
+    if inspired is not None and dev:
+        fit_ = fit(inspired.corpus, catalogue(inspired), served, dev, encoder, progress=progress)
+        print(f"INSPIRED: a catalogue of {len(fit_.dense.index):,} movies; dev turns {fit_.dev}")
+        return fit_, fit_.selection, inspired.corpus
+    print(MISSING_DATA)
+    fit_ = fit(corpus, [int(i) for i in served.vocab.item_ids], served, fallback(), encoder,
+               progress=progress)
+    return fit_, fit_.selection, corpus
 
 
 def load_inspired(corpus: pd.DataFrame) -> tuple[CikmDataset | None, list[Conversation] | None]:
