@@ -10,9 +10,10 @@ the dense retriever over the conversation and the item cards, and its fusion wit
 popularity prior (this project's, `rar_lite.realdata`); the LLM without retrieval; RAR with the
 LRURec retriever (retrieve K, the chapter-4 tuned pointwise reranker orders them: the faithful
 row); RAR with the fused retriever (the reranker's score interpolated with the retriever's order
-at a weight chosen on dev data); RAR after the chapter-5 feedback loop; the keyword rule over
-LRURec's candidates; and RAR in generation mode (the zero-shot LLM writes titles; slow, so run on
-`n_generate` conversations, to measure grounding). Seeded systems (everything built on a trained
+at a weight chosen on dev data; on real data with dev dialogue, the reranker is the one tuned on
+that dialogue, `rar_lite.real_reranker`); RAR after the chapter-5 feedback loop; the keyword
+rule over LRURec's candidates; and RAR in generation mode (the zero-shot LLM writes titles;
+slow, so run on `n_generate` conversations, to measure grounding). Seeded systems (everything built on a trained
 LRURec) run once per seed.
 
 Conversation sets: "simulated" (held-out test users, data seed 0) and the CIKM-format real sets
@@ -51,6 +52,7 @@ from rar_lite import (
     loop_study,
     pipeline,
     popularity,
+    real_reranker,
     realdata,
     rerank,
     reranker_study,
@@ -141,7 +143,8 @@ class EvalConfig:
         """A run of a minute or two that exercises every system and both sets (CI)."""
         sizes = {"seeds": (0, 1), "n_simulated": 6, "n_real": 6, "n_generate": 1,
                  "n_cost": 1, "llm_tokens": 32, "loop_train": 6, "loop_rounds": 2,
-                 "tune_conversations": 8, "tune_steps": 2, "tune_batch": 4, "n_dev": 40,
+                 "tune_conversations": 8, "tune_steps": 2, "tune_batch": 4,
+                 "n_dev": real_reranker.QUICK_DEV,
                  "n_selection_simulated": 12, "quick": True}
         return cls(**{**sizes, **overrides})
 
@@ -402,7 +405,13 @@ def _fit_dense(config: EvalConfig, corpus: pd.DataFrame, sets: list[Conversation
     encoder = dense.load_encoder()
 
     def with_weight(fit: realdata.RealRetrieval, on_corpus: pd.DataFrame) -> None:
-        if rerank_weight and tuned is not None and fit.selection:
+        if rerank_weight and fit.train and fit.selection:  # real dev dialogue: tune on it
+            fit.judge = real_reranker.tune_on_dialogue(
+                fit.fused(served, on_corpus), on_corpus, fit.train, fit.selection,
+                real_reranker.QUICK if config.quick else real_reranker.DialogueTuning(),
+                response_cache=responses, progress=progress)
+            fit.rerank_weight, fit.rerank_table = fit.judge.weight, fit.judge.weight_table
+        elif rerank_weight and tuned is not None and fit.selection:
             reader = rerank.PointwiseReranker(tuned, on_corpus, response_cache=responses)
             fit.rerank_weight, fit.rerank_table = realdata.choose_rerank_weight(
                 reader, fit.fused(served, on_corpus), fit.selection, config.k,
@@ -489,8 +498,12 @@ def _run_system(system: str, data: ConversationSet, seeded: _Seeded, reranker: o
         chosen = rerank.KeywordReranker(data.corpus)
     elif system in ("rar-sft", "rar-loop"):
         chosen = reranker
-    elif system == "rar-fused":
-        chosen = rerank.InterpolatedReranker(reranker, data.retrieval.rerank_weight)
+    elif system == "rar-fused":  # on real data the reranker tuned on dev dialogue, if any
+        judge = data.retrieval.judge
+        chosen = rerank.InterpolatedReranker(
+            reranker if judge is None else judge.reranker(data.corpus,
+                                                          getattr(reranker, "cache", None)),
+            data.retrieval.rerank_weight)
     else:  # rar-generate
         conversations, chosen = conversations[: config.n_generate], generation
     served = _retriever(system, data, seeded, popular)
@@ -585,7 +598,9 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
             fit = data.retrieval
             fits[data.name] = {"weights": fit.weights.as_dict(),
                                "rerank_weight": fit.rerank_weight, "dev": fit.dev,
-                               "head": fit.dense.head is not None}
+                               "head": fit.dense.head is not None,
+                               "reranker": "tuned on dev dialogue, step "
+                               f"{fit.judge.step}" if fit.judge else "chapter 4's"}
             ablations[data.name] = realdata.ablation(fit, first.served, data.corpus,
                                                      data.conversations)
     pairs, records, timing = [], [], []

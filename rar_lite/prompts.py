@@ -5,7 +5,10 @@
   generation (the model writes a ranked list of titles).
 - `pointwise_prompt`: one short prompt per candidate ("Does the movie below fit the request?
   Answer yes or no."), scored by logit(yes) - logit(no). The movie comes last, so the prompts of
-  one conversation share everything before it (the backend encodes that prefix once).
+  one conversation share everything before it (the backend encodes that prefix once). What the
+  judge reads of the conversation is its *context* (`CONTEXTS`): the seeker's words alone
+  ("request", chapter 4's simulated requests) or the latest turns of both speakers ("dialogue":
+  real seekers answer the recommender's questions, so the question matters).
 - `open_prompt`: the conversation alone, for an LLM recommending without retrieval.
 
 The conversation is truncated to a budget of words, oldest turns first; candidates are never
@@ -41,6 +44,14 @@ POINTWISE_SYSTEM = "You judge whether a movie fits a request."
 POINTWISE = """Request: {request}
 Does the movie below fit the request? Answer yes or no.
 Movie: {movie}"""
+POINTWISE_DIALOGUE = """Conversation:
+{request}
+Does the movie below fit what the seeker wants? Answer yes or no.
+Movie: {movie}"""
+#: What a pointwise judge reads of the conversation, and its template.
+CONTEXTS: dict[str, str] = {"request": POINTWISE, "dialogue": POINTWISE_DIALOGUE}
+#: Word budget of the "dialogue" context (the latest turns of both speakers).
+DIALOGUE_WORDS = 120
 
 OPEN = """Here is a conversation between a movie seeker and a recommender.
 
@@ -90,9 +101,21 @@ def request_text(conversation: Conversation, max_words: int = 80) -> str:
     return " ".join(words[-max_words:])
 
 
-def pointwise_prompt(request: str, movie_text: str) -> str:
-    """One candidate judged against the seeker's request."""
-    return POINTWISE.format(request=request, movie=movie_text)
+def context_text(conversation: Conversation, context: str = "request") -> str:
+    """What a pointwise judge reads of `conversation` (`CONTEXTS`): the seeker's words, or the
+    latest turns of both speakers within `DIALOGUE_WORDS`."""
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {tuple(CONTEXTS)}, got {context!r}")
+    if context == "dialogue":
+        return conversation_text(conversation, DIALOGUE_WORDS)
+    return request_text(conversation)
+
+
+def pointwise_prompt(request: str, movie_text: str, context: str = "request") -> str:
+    """One candidate judged against the seeker's request (or the dialogue: `CONTEXTS`)."""
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {tuple(CONTEXTS)}, got {context!r}")
+    return CONTEXTS[context].format(request=request, movie=movie_text)
 
 
 def open_prompt(conversation: Conversation, n: int = 10,

@@ -8,7 +8,8 @@ the dataset's names too, and no target is unreachable by construction. On that c
   trained on the *train* dialogues of INSPIRED's dev split, its epoch chosen on the *selection*
   dialogues (`unicrs.split_by_dialogue`);
 - the fusion weights (`rar_lite.fusion`) are chosen on the selection dialogues;
-- the reranker's interpolation weight too (`choose_rerank_weight`).
+- the reranker's interpolation weight too (`choose_rerank_weight`); on real data the reranker
+  itself is tuned on the train dialogues (`rar_lite.real_reranker`).
 
 No test split is read to choose anything. Without dev data (a fresh clone), the dense retriever
 runs zero-shot with `DEFAULT_WEIGHTS`, the weights this procedure chose on INSPIRED's dev split
@@ -78,6 +79,8 @@ class RealRetrieval:
     rerank_weight: float = 0.0  # the reranker's interpolation weight (`choose_rerank_weight`)
     rerank_table: pd.DataFrame | None = None
     counts: dict[int, int] = field(default_factory=dict)  # item -> named in train dialogues
+    train: list[Conversation] = field(default_factory=list)  # the head's dev dialogues
+    judge: object | None = None  # the reranker tuned on `train` (`real_reranker`), if any
 
     def fused(self, served: object | None, corpus: pd.DataFrame,
               weights: fusion.FusionWeights | None = None,
@@ -93,7 +96,8 @@ class RealRetrieval:
         moved = dense.DenseRetriever(self.dense.encoder, index, self.dense.config,
                                      self.dense.head, corpus)
         return RealRetrieval(moved, self.weights, self.dev, self.head_table, self.weight_table,
-                             self.selection, self.rerank_weight, self.rerank_table, self.counts)
+                             self.selection, self.rerank_weight, self.rerank_table, self.counts,
+                             self.train, self.judge)
 
 
 def fit(corpus: pd.DataFrame, item_ids: list[int], served: object | None,
@@ -124,7 +128,8 @@ def fit(corpus: pd.DataFrame, item_ids: list[int], served: object | None,
     weights, weight_table = fusion.choose_weights(parts, dense.targets_in(selection, index),
                                                   grid=grid)
     log.info("fusion weights chosen on %d selection turns: %s", len(selection), weights)
-    return RealRetrieval(base, weights, sizes, table, weight_table, selection, counts=counts)
+    return RealRetrieval(base, weights, sizes, table, weight_table, selection, counts=counts,
+                         train=train)
 
 
 def dialogue_counts(conversations: list[Conversation]) -> dict[int, int]:

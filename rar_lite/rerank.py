@@ -244,16 +244,21 @@ class PointwiseReranker(_LLMReranker):
     name = "pointwise"
 
     def __init__(self, backend: TransformersBackend, corpus: pd.DataFrame,
-                 response_cache: ResponseCache | None = None, batch_size: int = 20) -> None:
+                 response_cache: ResponseCache | None = None, batch_size: int = 20,
+                 context: str = "request") -> None:
         super().__init__(backend, corpus, response_cache)
+        if context not in prompts.CONTEXTS:
+            raise ValueError(f"context must be one of {tuple(prompts.CONTEXTS)}, got {context!r}")
+        self.context = context
         tokenizer = backend.tokenizer
         self.yes = tokenizer.encode("yes", add_special_tokens=False)[0]
         self.no = tokenizer.encode("no", add_special_tokens=False)[0]
         self.batch_size = batch_size
 
     def prompt_texts(self, conversation: Conversation, candidates: list[int]) -> list[str]:
-        request = prompts.request_text(conversation)
-        return [self.backend.chat_prompt(prompts.pointwise_prompt(request, self.texts[c]),
+        request = prompts.context_text(conversation, self.context)
+        return [self.backend.chat_prompt(prompts.pointwise_prompt(request, self.texts[c],
+                                                                  self.context),
                                          system=prompts.POINTWISE_SYSTEM) for c in candidates]
 
     def rank(self, conversation: Conversation, candidates: Sequence[int]) -> Ranking:

@@ -30,6 +30,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -75,28 +76,33 @@ class Example:
     movie: str
     label: int  # 1: the target ("yes"), 0: another candidate ("no")
     group: int = 0
+    context: str = "request"  # which `prompts.CONTEXTS` template `request` fills
 
     def prompt(self) -> str:
-        return prompts.pointwise_prompt(self.request, self.movie)
+        return prompts.pointwise_prompt(self.request, self.movie, self.context)
 
 
 def pointwise_examples(conversations: list[Conversation], candidates: list[list[int]],
-                       texts: pd.Series, negatives: int = 3, seed: int = 0) -> list[Example]:
+                       texts: pd.Series, negatives: int = 3, seed: int = 0,
+                       context: str = "request", all_targets: bool = False) -> list[Example]:
     """For each conversation (group i): its target "yes" and `negatives` other candidates "no".
 
     `candidates[i]` are the candidates of conversation i (the target may or may not be among
-    them); negatives are drawn from those that are not a target. Groups stay together, in a
-    shuffled order.
+    them); negatives are drawn from those that are not a target. With `all_targets`, every
+    target of a conversation makes a group of its own (real turns often name several). Groups
+    stay together, in a shuffled order.
     """
     rng = np.random.default_rng(seed)
     groups = []
-    for g, (conversation, pool) in enumerate(zip(conversations, candidates)):
-        request = prompts.request_text(conversation)
+    for conversation, pool in zip(conversations, candidates):
+        request = prompts.context_text(conversation, context)
         others = [c for c in pool if c not in conversation.targets]
-        group = [Example(request, texts[conversation.targets[0]], 1, g)]
-        for k in rng.choice(len(others), size=min(negatives, len(others)), replace=False):
-            group.append(Example(request, texts[others[int(k)]], 0, g))
-        groups.append(group)
+        for target in conversation.targets[:None if all_targets else 1]:
+            g = len(groups)
+            group = [Example(request, texts[target], 1, g, context)]
+            for k in rng.choice(len(others), size=min(negatives, len(others)), replace=False):
+                group.append(Example(request, texts[others[int(k)]], 0, g, context))
+            groups.append(group)
     return [e for i in rng.permutation(len(groups)) for e in groups[i]]
 
 
@@ -195,21 +201,34 @@ def _load_state(path: Path, record: dict, model: torch.nn.Module,
     return state
 
 
+def snapshot_dir(directory: Path, step: int) -> Path:
+    """Where `tune_pointwise(..., snapshots=...)` writes the adapter of `step` (a sibling of
+    `directory`: the backend names a model by its adapter folder, so the name is unique)."""
+    return Path(directory).with_name(f"{Path(directory).name}-step{step}")
+
+
 def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
-                   base: str | Path | None = None, progress: bool = True) -> TuneResult:
+                   base: str | Path | None = None, progress: bool = True,
+                   snapshots: Sequence[int] = ()) -> TuneResult:
     """LoRA-tune the base model (default: packaged SmolLM2) on pointwise examples; the adapter
-    is written atomically to `directory` (with `tune.json`: the config and the history). A
-    directory that already holds a finished run with the same config is loaded, not retrained;
-    an interrupted run resumes from its last checkpoint (`<directory>.checkpoint`).
+    is written atomically to `directory` (with `tune.json`: the config and the history), and
+    the adapters of the steps in `snapshots` to `snapshot_dir(directory, step)` (for choosing
+    the number of steps on held-out data). A directory that already holds a finished run with
+    the same config is loaded, not retrained; an interrupted run resumes from its last
+    checkpoint (`<directory>.checkpoint`).
     """
     from peft import LoraConfig, get_peft_model
 
     directory = Path(directory)
+    snapshots = sorted({int(s) for s in snapshots if 0 < int(s) < config.steps})
     record = {"config": asdict(config), "n_examples": len(examples),
               "examples": cache.fingerprint([asdict(e) for e in examples]),
               "base": str(base or "smollm2")}
+    if snapshots:
+        record["snapshots"] = snapshots
     meta = directory / "tune.json"
-    if meta.exists():
+    if meta.exists() and all((snapshot_dir(directory, s) / "tune.json").exists()
+                             for s in snapshots):
         saved = json.loads(meta.read_text())
         if {k: saved.get(k) for k in record} == record:
             return TuneResult(directory, pd.DataFrame(saved["history"]), saved["seconds"])
@@ -260,15 +279,25 @@ def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
         history.append({"step": step, "loss": loss.item(),
                         "margin": (pos.mean() - neg.mean()).item() if len(pos) and len(neg)
                         else math.nan})
+        if step in snapshots:
+            _save_adapter(snapshot_dir(directory, step), model, {**record, "step": step},
+                          history, seconds_before + time.perf_counter() - started)
         if step % config.checkpoint_every == 0 and step < config.steps:
             _save_state(checkpoint, model, optimizer, {
                 "record": record, "history": history, "batches": batches,
                 "rng": rng.bit_generator.state,
                 "seconds": seconds_before + time.perf_counter() - started})
     seconds = seconds_before + time.perf_counter() - started
-    with cache.atomic_dir(directory) as tmp:
-        model.save_pretrained(tmp)  # adapter_model.safetensors + adapter_config.json
-        (tmp / "tune.json").write_text(json.dumps({**record, "history": history,
-                                                   "seconds": seconds}))
+    _save_adapter(directory, model, record, history, seconds)
     shutil.rmtree(checkpoint, ignore_errors=True)
     return TuneResult(directory, pd.DataFrame(history), seconds)
+
+
+def _save_adapter(directory: Path, model: torch.nn.Module, record: dict, history: list[dict],
+                  seconds: float) -> None:
+    """The LoRA adapter (adapter_model.safetensors + adapter_config.json) and `tune.json`,
+    written atomically."""
+    with cache.atomic_dir(directory) as tmp:
+        model.save_pretrained(tmp)
+        (tmp / "tune.json").write_text(json.dumps({**record, "history": history,
+                                                   "seconds": seconds}))

@@ -1,0 +1,154 @@
+"""The reranker tuned on real dialogue: hard negatives, the dialogue context, snapshots, and the
+choice of steps and weight on selection turns (a tiny run on the real packaged SmolLM2)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rar_lite import prompts, real_reranker, rerank, tune
+from rar_lite.conversations import Conversation, Turn
+from rar_lite.llm import ResponseCache, TransformersBackend
+
+
+class _Listed:
+    """A conversation-reading retriever that proposes a fixed list (first = best)."""
+
+    def __init__(self, order: list[int]) -> None:
+        self.order = order
+
+    def topk_conversations(self, conversations, k=20):
+        ids = np.array([self.order[:k]] * len(conversations))
+        return ids, np.zeros(ids.shape)
+
+
+@pytest.fixture(scope="module")
+def items(corpus: pd.DataFrame) -> list[int]:
+    titles = ["Heat", "Toy Story", "Casablanca", "The Usual Suspects", "Titanic", "Jumanji"]
+    return [int(corpus.index[corpus.title == t][0]) for t in titles]
+
+
+def _turn(cid: str, seeker: str, targets: tuple[int, ...]) -> Conversation:
+    return Conversation(cid, (Turn("recommender", "What kind of movie do you like?"),
+                              Turn("seeker", seeker)), (), targets, "test",
+                        meta={"dialog_id": cid})
+
+
+def test_hard_negatives_never_include_a_target(corpus, items) -> None:
+    conversations = [_turn("a", "a heist movie", (items[0], items[3])),
+                     _turn("b", "cartoons for kids", (items[1],))]
+    retriever = _Listed(items)
+    pools = real_reranker.hard_pools(retriever, conversations, k=5)
+    assert pools == [[items[1], items[2], items[4]], [items[0], items[2], items[3], items[4]]]
+    config = real_reranker.DialogueTuning(tune=tune.TuneConfig(negatives=2), k=5)
+    examples = real_reranker.dialogue_examples(retriever, conversations, corpus, config)
+    texts = corpus.set_index("item_id")["text"]
+    by_group: dict[int, list[tune.Example]] = {}
+    for e in examples:
+        by_group.setdefault(e.group, []).append(e)
+    assert len(by_group) == 3  # every target of a turn is a group of its own
+    for group in by_group.values():
+        assert [e.label for e in group].count(1) == 1 and len(group) == 3
+        turn = next(c for c in conversations if prompts.context_text(c, "dialogue")
+                    == group[0].request)
+        target_texts = {texts[t] for t in turn.targets}
+        assert all(e.movie not in target_texts for e in group if e.label == 0)
+        assert all(e.context == "dialogue" and e.prompt().startswith("Conversation:")
+                   for e in group)
+
+
+def test_dialogue_context_carries_both_speakers() -> None:
+    turn = _turn("a", "something like Heat but lighter", (1,))
+    text = prompts.context_text(turn, "dialogue")
+    assert text.splitlines() == ["Recommender: What kind of movie do you like?",
+                                 "Seeker: something like Heat but lighter"]
+    assert prompts.context_text(turn, "request") == "something like Heat but lighter"
+    prompt = prompts.pointwise_prompt(text, "Heat (1995)", "dialogue")
+    assert prompt.startswith("Conversation:\nRecommender:") and prompt.endswith(
+        "Movie: Heat (1995)")
+    with pytest.raises(ValueError, match="context"):
+        prompts.context_text(turn, "everything")
+    with pytest.raises(ValueError, match="context"):
+        real_reranker.DialogueTuning(context="everything")
+    assert real_reranker.DialogueTuning(
+        tune=tune.TuneConfig(steps=10), snapshots=(5, 10, 20)).steps() == [0, 5, 10]
+
+
+def test_snapshot_equals_a_run_stopped_there(corpus, items, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    texts = corpus.set_index("item_id")["text"]
+    examples = [tune.Example("a funny animated movie", texts[items[1]], 1, 0),
+                tune.Example("a funny animated movie", texts[items[0]], 0, 0),
+                tune.Example("a heist thriller", texts[items[0]], 1, 1),
+                tune.Example("a heist thriller", texts[items[1]], 0, 1)]
+    small = dict(batch_size=2, lr=1e-3, lora_r=4, lora_alpha=8)
+    long = tune.tune_pointwise(examples, tune.TuneConfig(steps=3, **small), tmp_path / "long",
+                               progress=False, snapshots=(2, 7))
+    short = tune.tune_pointwise(examples, tune.TuneConfig(steps=2, **small), tmp_path / "short",
+                                progress=False)
+    snapshot = tune.snapshot_dir(long.adapter, 2)
+    assert snapshot.name == "long-step2" and not tune.snapshot_dir(long.adapter, 7).exists()
+    a = load_file(snapshot / "adapter_model.safetensors")
+    b = load_file(short.adapter / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # a finished run with its snapshots is loaded; a missing snapshot means training again
+    again = tune.tune_pointwise(examples, tune.TuneConfig(steps=3, **small), tmp_path / "long",
+                                progress=False, snapshots=(2,))
+    assert again.seconds == long.seconds
+    import shutil
+
+    shutil.rmtree(snapshot)
+    tune.tune_pointwise(examples, tune.TuneConfig(steps=3, **small), tmp_path / "long",
+                        progress=False, snapshots=(2,))
+    assert (snapshot / "adapter_model.safetensors").exists()
+
+
+def test_tune_on_dialogue_chooses_steps_and_weight_on_selection(corpus, items,
+                                                                tmp_path: Path) -> None:
+    train = [_turn("t1", "a heist thriller with De Niro", (items[0],)),
+             _turn("t2", "an animated movie about toys", (items[1],))]
+    selection = [_turn("s1", "a crime movie with a twist", (items[3],))]
+    config = real_reranker.DialogueTuning(
+        k=4, snapshots=(1,), tune=tune.TuneConfig(steps=2, batch_size=4, lr=1e-3, lora_r=4,
+                                                  lora_alpha=8, negatives=2))
+    retriever = _Listed(items)
+    chosen = real_reranker.tune_on_dialogue(retriever, corpus, train, selection, config,
+                                            response_cache=ResponseCache(tmp_path / "r.sqlite"))
+    assert chosen.steps_table.index.tolist() == [0, 1, 2]
+    best = chosen.steps_table["ndcg@10"].max()
+    assert chosen.steps_table.loc[chosen.step, "ndcg@10"] == best
+    assert chosen.step == min(chosen.steps_table.index[chosen.steps_table["ndcg@10"] == best])
+    assert (chosen.adapter is None) == (chosen.step == 0)
+    assert chosen.weight in chosen.weight_table.index
+    assert chosen.weight_table.loc[chosen.weight, "ndcg@10"] == chosen.weight_table[
+        "ndcg@10"].max()
+    # the weight table's extremes: weight 0 is the retriever's order (target 4th), 1 the judge
+    assert chosen.weight_table.loc[0.0, "ndcg@10"] == pytest.approx(1 / np.log2(5))
+    assert chosen.weight_table.loc[1.0, "ndcg@10"] == pytest.approx(
+        chosen.steps_table.loc[chosen.step, "ndcg@10"])
+    judge = chosen.reranker(corpus)
+    assert isinstance(judge, rerank.PointwiseReranker) and judge.context == "dialogue"
+    assert isinstance(judge.backend, TransformersBackend)
+    assert len(chosen.history) == 2
+
+
+def test_simulated_examples_target_the_catalogue(corpus, items) -> None:
+    class _Indexed(_Listed):
+        class index:  # noqa: N801 - what the fused retriever exposes
+            item_ids = np.array(items)
+
+    train = [_turn("t1", "something with Al Pacino, a crime movie", (items[0],))]
+    config = real_reranker.DialogueTuning(n_simulated=12, k=6,
+                                          tune=tune.TuneConfig(negatives=2))
+    examples = real_reranker.simulated_examples(_Indexed(items), corpus, train, config, seed=3)
+    texts = corpus.set_index("item_id")["text"]
+    catalogue = {texts[i] for i in items}
+    positives = [e for e in examples if e.label == 1]
+    assert len(positives) == 12 and {e.movie for e in positives} <= catalogue
+    for e in positives:  # the negatives of a group are never its target
+        assert all(n.movie != e.movie for n in examples if n.group == e.group and not n.label)
+    assert examples == real_reranker.simulated_examples(_Indexed(items), corpus, train, config,
+                                                        seed=3)
