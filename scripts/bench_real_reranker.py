@@ -101,7 +101,7 @@ def main() -> None:
         chosen = {name: p if condition == "all" else p[p["new"]] for name, p in runs.items()}
         tables[condition] = pd.DataFrame({name: {m: float(p[m].mean()) for m in METRICS}
                                           for name, p in chosen.items()}).T
-        print(f"\nINSPIRED test, {condition} pairs ({len(chosen['popularity'])} of "
+        print(f"\nINSPIRED test, {condition} pairs ({len(chosen['popularity'])} pairs over "
               f"{len(test)} turns), candidates: the fused retriever's top {config.k}\n"
               f"{tables[condition].round(4)}")
     paired = {}

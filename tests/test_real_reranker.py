@@ -112,7 +112,7 @@ def test_tune_on_dialogue_chooses_steps_and_weight_on_selection(corpus, items,
              _turn("t2", "an animated movie about toys", (items[1],))]
     selection = [_turn("s1", "a crime movie with a twist", (items[3],))]
     config = real_reranker.DialogueTuning(
-        k=4, snapshots=(1,), tune=tune.TuneConfig(steps=2, batch_size=4, lr=1e-3, lora_r=4,
+        k=4, snapshots=(1,), n_simulated=0, tune=tune.TuneConfig(steps=2, batch_size=4, lr=1e-3, lora_r=4,
                                                   lora_alpha=8, negatives=2))
     retriever = _Listed(items)
     chosen = real_reranker.tune_on_dialogue(retriever, corpus, train, selection, config,
@@ -152,3 +152,13 @@ def test_simulated_examples_target_the_catalogue(corpus, items) -> None:
         assert all(n.movie != e.movie for n in examples if n.group == e.group and not n.label)
     assert examples == real_reranker.simulated_examples(_Indexed(items), corpus, train, config,
                                                         seed=3)
+
+
+def test_chapter_judge_without_real_data_says_where_to_get_it(corpus, monkeypatch,
+                                                              capsys) -> None:
+    from rar_lite import realdata
+
+    monkeypatch.delenv("RAR_LITE_INSPIRED_DIR", raising=False)
+    monkeypatch.delenv(realdata.DEV_ENV, raising=False)
+    assert real_reranker.chapter_judge(None, quick=True) is None
+    assert capsys.readouterr().out.strip() == realdata.MISSING_DATA
