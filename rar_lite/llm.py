@@ -81,10 +81,18 @@ class ResponseCache:
 
     def _create(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT)")
-            db.execute("SELECT COUNT(*) FROM responses").fetchone()
+
+        def create() -> None:
+            with self._connect() as db:
+                # switching a new file to WAL takes an exclusive lock without waiting for it
+                # (SQLite's busy timeout does not cover it): only switch when needed, and retry
+                if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
+                db.execute("CREATE TABLE IF NOT EXISTS responses "
+                           "(key TEXT PRIMARY KEY, value TEXT)")
+                db.execute("SELECT COUNT(*) FROM responses").fetchone()
+
+        _retry_busy(create)
 
     def _recover(self, error: Exception) -> None:
         """Fall back after `error`: read-only when nothing can be written here, else the file
@@ -196,6 +204,21 @@ class ResponseCache:
             with self._connect() as db:
                 stored = int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
         return stored + len(self._memory)
+
+
+def _retry_busy(action: Callable[[], None], deadline_s: float = 60.0) -> None:
+    """Run `action`, again after a short, growing pause while SQLite says another connection
+    holds the lock (up to `deadline_s`); any other error, or the lock past the deadline, raises."""
+    end, pause = time.monotonic() + deadline_s, 0.01
+    while True:
+        try:
+            action()
+            return
+        except sqlite3.OperationalError as error:
+            if not _busy(error) or time.monotonic() > end:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
 
 def _busy(error: Exception) -> bool:

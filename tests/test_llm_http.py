@@ -192,6 +192,57 @@ def test_cache_avoids_second_call(server: ScriptedServer, tmp_path: Path) -> Non
     assert llm.cached_generate(chat, ["p1"], responses, max_new_tokens=5) == ["C"]
 
 
+def test_retry_busy_waits_out_a_lock_and_raises_other_errors() -> None:
+    import sqlite3
+
+    calls = []
+
+    def locked_twice() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+
+    llm._retry_busy(locked_twice)
+    assert len(calls) == 3
+
+    def broken() -> None:
+        calls.append(1)
+        raise sqlite3.OperationalError("no such table: responses")
+
+    calls.clear()
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        llm._retry_busy(broken)
+    assert len(calls) == 1
+
+    def always_locked() -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        llm._retry_busy(always_locked, deadline_s=0.05)
+
+
+def test_cache_many_openers_of_a_new_file(tmp_path: Path) -> None:
+    """Eight connections creating the same new file at once (switching it to WAL) all succeed."""
+    for trial in range(30):
+        path = tmp_path / f"new-{trial}.sqlite"
+        errors, barrier = [], threading.Barrier(8)
+
+        def open_one(i: int, path: Path = path, barrier: threading.Barrier = barrier) -> None:
+            try:
+                barrier.wait()
+                llm.ResponseCache(path).put(f"k{i}", i)
+            except Exception as error:  # noqa: BLE001
+                errors.append(error)
+
+        threads = [threading.Thread(target=open_one, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert len(llm.ResponseCache(path)) == 8
+
+
 def test_cache_concurrent_writers(tmp_path: Path) -> None:
     path = tmp_path / "shared.sqlite"
     errors = []
