@@ -18,7 +18,7 @@ head alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -249,10 +249,14 @@ def ndcg_at(scores: np.ndarray, targets: list[list[int]], k: int = 10) -> float:
 def train_head(queries: np.ndarray, targets: list[list[int]], index: ItemIndex,
                config: HeadConfig = HeadConfig(), selection: tuple[np.ndarray,
                                                                    list[list[int]]] | None = None,
-               progress: bool = False) -> tuple[QueryHead, pd.DataFrame]:
+               progress: bool = False, init: QueryHead | None = None,
+               select: Callable[[QueryHead], float] | None = None) -> tuple[QueryHead,
+                                                                             pd.DataFrame]:
     """Train a `QueryHead` on (query, target positions) pairs; returns the head of the epoch
     with the best selection NDCG@10 (epoch 0 = untrained, so training never makes it worse on
-    the selection set) and a per-epoch table (loss, selection NDCG@10)."""
+    the selection set) and a per-epoch table (loss, selection NDCG@10). `init` starts from a
+    copy of a trained head instead of the identity; `select(head)` replaces the selection
+    score (higher is better)."""
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     pairs = [(n, t) for n, wanted in enumerate(targets) for t in wanted]
@@ -262,10 +266,14 @@ def train_head(queries: np.ndarray, targets: list[list[int]], index: ItemIndex,
     y = torch.tensor([t for _, t in pairs])
     items = torch.from_numpy(np.ascontiguousarray(index.vectors))
     head = QueryHead(items.shape[1])
+    if init is not None:
+        head.load_state_dict(init.state_dict())
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
 
     def score(h: QueryHead) -> float:
+        if select is not None:
+            return select(h)
         if selection is None:
             return float("nan")
         return ndcg_at(h.apply(selection[0]) @ index.vectors.T, selection[1])
@@ -285,7 +293,7 @@ def train_head(queries: np.ndarray, targets: list[list[int]], index: ItemIndex,
             total += float(loss.detach()) * len(batch)
         value = score(head)
         rows.append({"epoch": epoch, "loss": total / len(y), "selection ndcg@10": value})
-        if selection is None or value > best[0]:
+        if (selection is None and select is None) or value > best[0]:
             best = (value, epoch, {k: v.clone() for k, v in head.state_dict().items()})
     head.load_state_dict(best[2])
     log.info("query head: epoch %d kept (selection NDCG@10 %.4f)", best[1], best[0])

@@ -10,8 +10,8 @@ supervised (chapter-3) retriever:
 3. **reward** = NDCG@k of the held-out target in the LLM's ranking, 0 when the set missed it;
 4. **pairs**: a set with a higher reward is chosen over one with a lower reward, ties give none.
    When every set missed the target, `missing="skip"` drops the conversation and
-   `missing="insert"` puts the target in the last slot of the first set (as later work by the
-   same authors does), so the pair teaches the retriever to retrieve it;
+   `missing="insert"` puts the target in the last slot of the first set (this project's option,
+   not the paper's), so the pair teaches the retriever to retrieve it;
 5. **update** π with the DPO loss on the sets' Plackett–Luce log-probabilities
    (`rar_lite.dpo`), plus optionally `sft_weight` × the cross-entropy of the target;
 6. **iterate**: resample with the updated retriever for `rounds` rounds.

@@ -1,4 +1,5 @@
-"""Chapter 5's experiment, shared by the notebook and `scripts/bench_feedback.py`.
+"""Chapter 5's first experiment: RAR's loop on LRURec, the paper's history-only retriever
+(the loop on the conversation-aware retriever is `loop_arms`).
 
 The conversations (simulated with data seed 0) and the chapter-4 tuned reranker stay fixed; the
 retriever and the loop take the model seed. For one seed: the supervised LRURec of chapter 3 (π_ref,

@@ -206,6 +206,37 @@ def plot_loop_curves(history: pd.DataFrame, start: dict[str, float] | None = Non
     return fig
 
 
+#: The per-round diagnostics of the loop on the query head (`head_loop.round_stats` and
+#: `head_loop.update`), as (column, y label, title).
+HEAD_LOOP_PANELS = (
+    ("pair share", "share", "Conversations that yield a pair"),
+    ("gap mean", "NDCG@10", "Best − worst reward (mean, quartiles)"),
+    ("chosen holds target", "share", "The preferred set holds the target"),
+    ("loss", "loss", "DPO loss"),
+    ("margin", "β · log-ratio margin", "Implicit reward margin"),
+    ("selection", "objective", "Selection set (round 0: the start)"),
+)
+
+
+def plot_head_loop(curves: pd.DataFrame) -> plt.Figure:
+    """The loop's diagnostics per round, one line per arm (mean over seeds; `loop_arms.loop_curves`
+    gives the rows), with the inter-quartile band of the reward gap."""
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.4))
+    for ax, (column, unit, title) in zip(axes.flat, HEAD_LOOP_PANELS):
+        for arm, rows in curves.groupby("arm", sort=True):
+            mean = rows.groupby("round")[column].mean(numeric_only=True).dropna()
+            ax.plot(mean.index, mean.to_numpy(), marker="o", label=f"arm {arm}")
+            if column == "gap mean":
+                low = rows.groupby("round")["gap q25"].mean().dropna()
+                high = rows.groupby("round")["gap q75"].mean().dropna()
+                ax.fill_between(low.index, low.to_numpy(), high.to_numpy(), alpha=0.15)
+        ax.set(xlabel="round", ylabel=unit, title=title)
+        ax.set_xticks(sorted(curves["round"].unique()))
+    axes.flat[0].legend()
+    fig.tight_layout()
+    return fig
+
+
 def plot_popularity_bias(buckets: pd.DataFrame, recommended: pd.DataFrame,
                          metric: str = "ndcg@10") -> plt.Figure:
     """Left: `metric` by target-popularity bucket for each system (`evaluation.bucket_table`);

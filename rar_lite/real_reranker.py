@@ -181,14 +181,15 @@ def tune_on_dialogue(retriever: object, corpus: pd.DataFrame, train: list[Conver
 
 
 def chapter_judge(served: object | None, quick: bool = False, seed: int = 0,
-                  progress: bool = False) -> tuple[realdata.RealRetrieval,
-                                                   DialogueReranker] | None:
+                  progress: bool = False,
+                  data: tuple[object, list[Conversation] | None] | None = None
+                  ) -> tuple[realdata.RealRetrieval, DialogueReranker] | None:
     """Chapter 4's real-seekers section: the retriever fitted on INSPIRED's dev dialogues (LRURec
     `served` in the fusion) and the judge tuned on them; None (with `realdata.MISSING_DATA`
-    printed) when INSPIRED is not here."""
+    printed) when INSPIRED is not here. `data`: (dataset, dev turns) already loaded."""
     from rar_lite.corpus import load_corpus
 
-    inspired, dev = realdata.load_inspired(load_corpus())
+    inspired, dev = data if data is not None else realdata.load_inspired(load_corpus())
     if inspired is None or not dev:
         print(realdata.MISSING_DATA)
         return None

@@ -52,14 +52,20 @@ def study_setup(n_conversations: int = 150, k: int = 20, seed: int = 0,
     return StudySetup(corpus, sets, served, conversations, candidates)
 
 
+def training_conversations(sets: simulate.SimulatedSets, n_conversations: int,
+                           seed: int = 0) -> list[Conversation]:
+    """The training conversations the pointwise reranker is tuned on (seeded, original order)."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(sets.train), size=min(n_conversations, len(sets.train)),
+                        replace=False)
+    return [sets.train[i] for i in sorted(chosen)]
+
+
 def training_examples(setup: StudySetup, n_conversations: int, k: int = 20,
                       negatives: int = 3, seed: int = 0) -> list[Example]:
     """Pointwise examples from *training* conversations: the target "yes", `negatives` of its
     retrieved candidates "no" (hard negatives: what the reranker will face)."""
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(setup.sets.train), size=min(n_conversations, len(setup.sets.train)),
-                        replace=False)
-    conversations = [setup.sets.train[i] for i in sorted(chosen)]
+    conversations = training_conversations(setup.sets, n_conversations, seed)
     pools = rerank.candidate_sets(conversations, setup.served.topk, k=k, include_target=False)
     texts = setup.corpus.set_index("item_id")["text"]
     return pointwise_examples(conversations, pools, texts, negatives=negatives, seed=seed)

@@ -1,13 +1,18 @@
-"""Chapter 5's experiment: the RAR feedback loop against the SFT retriever, with three seeds.
+"""The feedback loop on the conversation-aware retriever: arms (a)-(e) of `rar_lite.loop_arms`.
 
-For each seed: the chapter-3 LRURec trained with that seed (π_ref), the online-DPO loop on
-`--train` simulated training conversations with the chapter-4 tuned pointwise reranker, and, on
-`--test` held-out test conversations: retriever only, RAR with the SFT retriever, RAR after the
-loop (NDCG/Recall@5/10 of the final ranking, Recall@20 of the candidate sets). Prints the
-mean ± std table and the per-round curves, writes results/bench_feedback.json. `--zero-shot`
-adds one run (seed 0) of the loop driven by the zero-shot model.
+Per dataset (`simulated`; `inspired` when RAR_LITE_INSPIRED_DIR and RAR_LITE_INSPIRED_DEV_DIR
+point at the data): RAR-SFT, SFT + cross-entropy on the loop conversations, the DPO loop from
+each, and the shuffled-reward control, on the same seeds; the full pipeline's and the
+retriever's NDCG@10 on held-out test conversations, the paired differences c-a, d-b, e-a with
+bootstrap 95% intervals, and the per-round diagnostics. Every choice (round, epoch, reranker
+weight) is made on the selection conversations; the test split is only scored.
 
-    .venv/bin/python scripts/bench_feedback.py [--seeds 0 1 2] [--train 200] [--test 200]
+    .venv/bin/python scripts/bench_feedback.py [--seeds 0 1 2] [--datasets simulated inspired]
+        [--out results/bench_feedback.json]
+
+FILE (JSON): per dataset, per arm {"ndcg@10": mean, "retriever ndcg@10": mean, ...}, and under
+"diffs" {"c-a" | "d-b" | "e-a": {"mean": x, "ci95": [lo, hi]}} as fractions of the second arm's
+mean (the full pipeline; the retriever alone under diffs["retriever"]).
 """
 
 from __future__ import annotations
@@ -17,71 +22,58 @@ import json
 import os
 import platform
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import feedback, llm, loop_study, pipeline, reranker_study
-from rar_lite.tune import TuneConfig
+from rar_lite import head_loop, llm, loop_arms
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--train", type=int, default=200, help="training conversations")
-    parser.add_argument("--test", type=int, default=200, help="held-out test conversations")
-    parser.add_argument("--rounds", type=int, default=feedback.LoopConfig().rounds)
-    parser.add_argument("--missing", nargs="+", default=["skip"], choices=feedback.MISSING,
-                        help="what to do when every set missed the target (several: compare)")
-    parser.add_argument("--zero-shot", action="store_true")
+    parser.add_argument("--datasets", nargs="+", default=["simulated", "inspired"],
+                        choices=["simulated", "inspired"])
+    parser.add_argument("--rounds", type=int, default=head_loop.HeadLoopConfig().rounds)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (checks the wiring)")
     parser.add_argument("--out", type=Path, default=Path("results/bench_feedback.json"))
     args = parser.parse_args()
 
     responses = llm.ResponseCache()
-    study = reranker_study.study_setup(100, seed=0)
-    tuned, tuning = reranker_study.tuned_backend(study, TuneConfig(seed=0), n_train=1000)
-    print(f"reranker: {tuned.model} (tuned in {tuning.seconds / 60:.1f} min)", flush=True)
-    runs: dict[str, list[dict]] = {}
-    curves, wall = [], []
-    jobs = [(seed, "tuned", missing) for missing in args.missing for seed in args.seeds]
-    jobs += [(0, "zero-shot", args.missing[0])] if args.zero_shot else []
-    for seed, which, missing in jobs:
-        setup = loop_study.loop_setup(seed)
-        backend = tuned if which == "tuned" else llm.TransformersBackend()
-        reranker = loop_study.pointwise_reranker(setup, backend, responses)
-        config = feedback.LoopConfig(rounds=args.rounds, seed=seed, missing=missing)
-        started = time.perf_counter()
-        loop = loop_study.run_feedback(setup, reranker, config, args.train, progress=True)
-        test = loop_study.sample_conversations(setup.sets.test, args.test)
-        results = loop_study.compare(setup, reranker, loop, test, progress=True)
-        sft = loop_study.validate(setup)
-        wall.append({"seed": seed, "reranker": which, "missing": missing,
-                     "SFT valid ndcg@10": sft["ndcg@10"],
-                     "loop seconds": loop.seconds,
-                     "total seconds": time.perf_counter() - started})
-        curves.append(loop.history.assign(seed=seed, reranker=which, missing=missing))
-        for name, run in results.items():
-            if "loop" not in name and (which != "tuned" or missing != args.missing[0]):
-                continue  # the systems without a loop are the same: count each seed once
-            label = name + ("" if which == "tuned" else " [zero-shot LLM]")
-            if len(args.missing) > 1 and "loop" in name:
-                label += f" [missing={missing}]"
-            runs.setdefault(label, []).append(run.summary())
-        print(f"seed {seed} ({which}, missing={missing}) done in "
-              f"{wall[-1]['total seconds'] / 60:.1f} min", flush=True)
-    table = pipeline.mean_std(runs)
+    sizes = loop_arms.QUICK_SIZES if args.quick else loop_arms.Sizes()
+    config = head_loop.HeadLoopConfig(rounds=args.rounds)
+    out: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                 "args": {k: str(v) for k, v in vars(args).items()},
+                 "config": asdict(config), "sizes": asdict(sizes)}
     pd.set_option("display.width", 220)
-    print(table.round(4).to_string())
-    history = pd.concat(curves, ignore_index=True)
-    print(history.round(4).to_string())
-    print(pd.DataFrame(wall).round({"SFT valid ndcg@10": 4, "loop seconds": 1,
-                                    "total seconds": 1}).to_string())
+    pd.set_option("display.max_columns", 30)
+    for name in args.datasets:
+        started = time.perf_counter()
+        make = loop_arms.simulated_setup if name == "simulated" else loop_arms.inspired_setup
+        setup = make(sizes, quick=args.quick, responses=responses, progress=True)
+        if setup is None:
+            print(f"{name}: the data is not here; skipped")
+            continue
+        print(f"{name}: loop {len(setup.loop)}, selection {len(setup.selection)}, "
+              f"test {len(setup.test)} conversations; {setup.notes}", flush=True)
+        result = loop_arms.run_arms(setup, tuple(args.seeds), config, progress=True)
+        table, diffs = loop_arms.arms_table(result)
+        curves = loop_arms.loop_curves(result)
+        print(table.round(4).to_string())
+        print(json.dumps(diffs, indent=1, default=float))
+        print(loop_arms.describe(table, diffs, name))
+        print(curves.round(4).to_string())
+        seconds = time.perf_counter() - started
+        print(f"{name} done in {seconds / 60:.1f} min", flush=True)
+        out[name] = {**{arm: row.to_dict() for arm, row in table.iterrows()}, "diffs": diffs,
+                     "sizes": {"loop": len(setup.loop), "selection": len(setup.selection),
+                               "test": len(setup.test), "test pairs": len(
+                                   next(iter(result.pipeline_ndcg.values())))},
+                     "notes": setup.notes, "rounds": curves.to_dict("records"),
+                     "seconds": seconds}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "table": table.reset_index(names="system").to_dict("records"),
-        "rounds": history.to_dict("records"), "wall": wall}, indent=2, default=float))
+    args.out.write_text(json.dumps(out, indent=2, default=float))
     print(f"wrote {args.out}")
 
 

@@ -106,7 +106,7 @@ def tiny_examples(corpus: pd.DataFrame, items: list[int]) -> list[tune.Example]:
 
 
 @pytest.mark.parametrize("loss", ["group", "bce"])
-def test_tiny_tuning_learns_and_adapter_round_trips(corpus, items, tmp_path: Path,
+def test_tiny_tuning_learns_and_adapter_round_trips(corpus, items, backend, tmp_path: Path,
                                                     loss: str) -> None:
     examples = tiny_examples(corpus, items)
     config = tune.TuneConfig(steps=8, batch_size=4, lr=1e-3, lora_r=4, lora_alpha=8, loss=loss)
@@ -116,7 +116,7 @@ def test_tiny_tuning_learns_and_adapter_round_trips(corpus, items, tmp_path: Pat
     # the same config again: loaded, not retrained
     assert tune.tune_pointwise(examples, config, tmp_path / "adapter",
                                progress=False).seconds == result.seconds
-    base = llm.TransformersBackend()
+    base = backend
     tuned = llm.TransformersBackend(adapter=result.adapter)
     assert tuned.model.endswith("+adapter")
     prompt = [base.chat_prompt(examples[0].prompt())]

@@ -80,3 +80,24 @@ def test_pipeline_figure_draws_every_box_and_saves_reproducibly(tmp_path) -> Non
     assert first.startswith(b"<?xml") and b"<svg" in first
     assert first == (tmp_path / "b" / "pipeline.svg").read_bytes()
     ax.figure.clf()
+
+
+def test_head_loop_diagnostics_figure() -> None:
+    rows = []
+    for arm in ("c", "e"):
+        for seed in (0, 1):
+            for round_ in (0, 1, 2):
+                rows.append({"arm": arm, "seed": seed, "round": round_,
+                             "selection": 0.2 + 0.01 * round_ * (arm == "c"),
+                             **({} if round_ == 0 else {
+                                 "pair share": 0.4, "gap mean": 0.3 + seed, "gap q25": 0.1,
+                                 "gap q75": 0.5, "chosen holds target": 0.9, "loss": 0.69,
+                                 "margin": 0.01 * round_})})
+    fig = plots.plot_head_loop(pd.DataFrame(rows))
+    assert len(fig.axes) == len(plots.HEAD_LOOP_PANELS)
+    assert all(_labelled(ax) for ax in fig.axes)
+    gap = fig.axes[1]
+    assert len(gap.lines) == 2 and len(gap.collections) == 2  # a line and a band per arm
+    assert list(gap.lines[0].get_ydata()) == [0.8, 0.8]  # seeds averaged: (0.3 + 1.3) / 2
+    assert list(fig.axes[5].lines[0].get_xdata()) == [0, 1, 2]  # the start is on the curve
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["arm c", "arm e"]
