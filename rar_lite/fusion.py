@@ -199,6 +199,11 @@ class FusedRetriever:
         return FusedRetriever(self.dense, served, self.corpus, self.weights, self.counts,
                               self.exclude_history)
 
+    def with_head(self, head: object | None) -> FusedRetriever:
+        """The same fusion with another dense query head (e.g. after the feedback loop)."""
+        return FusedRetriever(self.dense.with_head(head), self.served, self.corpus, self.weights,
+                              self.counts, self.exclude_history)
+
     @property
     def index(self) -> ItemIndex:
         return self.dense.index

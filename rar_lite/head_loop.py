@@ -31,10 +31,9 @@ round)).
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -137,8 +136,6 @@ class LoopData:
 
 def single_targets(conversations: Sequence[Conversation]) -> list[Conversation]:
     """One conversation per (conversation, target) pair, the others dropped from `targets`."""
-    from dataclasses import replace
-
     return [replace(c, targets=(t,)) for c in conversations for t in c.targets]
 
 
@@ -248,14 +245,20 @@ def collect(data: LoopData, head: QueryHead, config: HeadLoopConfig, round_: int
     return Round(orders, rewards, pairs)
 
 
-def _log_probs(data: LoopData, head: QueryHead, rows: torch.Tensor, orders: torch.Tensor,
-               temperature: float, set_prob: str = "ordered") -> torch.Tensor:
-    """log π(S) / K of each row's set (pool columns), differentiable in `head`: Plackett–Luce
+def _set_log_probs(scores: torch.Tensor, orders: torch.Tensor, temperature: float,
+                   set_prob: str = "ordered") -> torch.Tensor:
+    """log π(S) / K of each row's set (pool columns) from the rows' pool scores: Plackett–Luce
     of the sampled order, or ("unordered") the mean log-softmax over the pool of its items."""
-    scores = data.scorer(head, rows, torch.from_numpy(data.pools)[rows])
     if set_prob == "unordered":
         return torch.log_softmax(scores / temperature, dim=1).gather(1, orders).mean(dim=1)
     return plackett_luce.log_prob(scores, orders, None, temperature) / orders.shape[1]
+
+
+def _log_probs(data: LoopData, head: QueryHead, rows: torch.Tensor, orders: torch.Tensor,
+               temperature: float, set_prob: str = "ordered") -> torch.Tensor:
+    """`_set_log_probs` of `head`'s pool scores of `rows`, differentiable in `head`."""
+    scores = data.scorer(head, rows, torch.from_numpy(data.pools)[rows])
+    return _set_log_probs(scores, orders, temperature, set_prob)
 
 
 def update(data: LoopData, head: QueryHead, reference: QueryHead, found: Round,
@@ -272,19 +275,19 @@ def update(data: LoopData, head: QueryHead, reference: QueryHead, found: Round,
                                            [c for _, c, _ in found.pairs]])
     rejected = torch.from_numpy(found.orders[[n for n, _, _ in found.pairs],
                                              [r for _, _, r in found.pairs]])
+    pools = torch.from_numpy(data.pools)
     losses, margins, steps = [], [], 0
     for epoch in range(config.epochs):
         order = torch.randperm(len(cases), generator=generator)
         for start in range(0, len(order), config.batch_size):
             batch = order[start:start + config.batch_size]
             rows = cases[batch]
-            pairs = [(model, sets[batch]) for model in (reference, head)
-                     for sets in (chosen, rejected)]
-            with torch.no_grad():
-                ref_c, ref_r = (_log_probs(data, m, rows, s, config.temperature, config.set_prob)
-                                for m, s in pairs[:2])
-            pol_c, pol_r = (_log_probs(data, m, rows, s, config.temperature, config.set_prob)
-                            for m, s in pairs[2:])
+            with torch.no_grad():  # each model scores the rows' pools once, for both sides
+                ref = data.scorer(reference, rows, pools[rows])
+            pol = data.scorer(head, rows, pools[rows])
+            ref_c, ref_r, pol_c, pol_r = (
+                _set_log_probs(scores, sets[batch], config.temperature, config.set_prob)
+                for scores in (ref, pol) for sets in (chosen, rejected))
             if epoch == 0:
                 margins.append(float((config.beta * ((pol_c - ref_c) - (pol_r - ref_r)))
                                      .detach().mean()) * len(batch))
@@ -306,8 +309,7 @@ def round_stats(data: LoopData, found: Round) -> dict[str, float]:
     quartiles of the best−worst reward gap, share of cases with the target in some set, and how
     often the LLM's preferred set of a pair holds the target."""
     gaps = found.rewards.max(axis=1) - found.rewards.min(axis=1)
-    has = np.array([[int(data.targets[n]) in found.orders[n, m] for m in range(found.orders.shape[1])]
-                    for n in range(len(data))])
+    has = (found.orders == data.targets[:, None, None]).any(axis=2)  # (n, M); -1 matches none
     chosen_holds = [bool(has[n, c]) for n, c, _ in found.pairs]
     return {"pair share": len(found.pairs) / len(data), "reward": float(found.rewards.mean()),
             "gap mean": float(gaps.mean()), "gap q25": float(np.quantile(gaps, 0.25)),
@@ -412,13 +414,3 @@ def selection_objective(scorer: HeadScorer, targets: list[list[int]],
 
     return select
 
-
-def paired_relative(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, object]:
-    """mean(b − a) / mean(a) and its paired bootstrap 95% interval, as fractions of `a`'s mean."""
-    from rar_lite import stats
-
-    test = stats.paired_test(b, a, seed=seed)
-    base = float(np.mean(a))
-    scale = 1.0 / base if base else math.nan
-    return {"mean": test["diff"] * scale, "ci95": [test["low"] * scale, test["high"] * scale],
-            "p": test["p"], "absolute": test["diff"]}

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rar_lite import cache, dense, fusion, head_loop, pipeline, realdata, rerank
+from rar_lite import cache, dense, fusion, head_loop, pipeline, realdata, rerank, stats
 from rar_lite.conversations import Conversation
 from rar_lite.llm import ResponseCache
 
@@ -69,11 +69,16 @@ class ArmSetup:
     notes: dict = field(default_factory=dict)
 
 
-def with_head(retriever: fusion.FusedRetriever, head: dense.QueryHead) -> fusion.FusedRetriever:
-    """The same fusion with another query head."""
-    return fusion.FusedRetriever(retriever.dense.with_head(head), retriever.served,
-                                 retriever.corpus, retriever.weights, retriever.counts,
-                                 retriever.exclude_history)
+def _lrurec(quick: bool, progress: bool) -> tuple[pd.DataFrame, object, object]:
+    """(corpus, simulated sets, chapter 3's LRURec) — the same cached artifacts the chapters use."""
+    from rar_lite import retriever, simulate
+    from rar_lite.corpus import load_corpus
+
+    corpus = load_corpus()
+    sets = simulate.simulated_sets(corpus, seed=0, progress=False)
+    served, _ = retriever.fit_retriever(sets.split, "lrurec", seed=0, quick=quick,
+                                        progress=progress)
+    return corpus, sets, served
 
 
 def simulated_setup(sizes: Sizes = Sizes(), quick: bool = False,
@@ -81,18 +86,15 @@ def simulated_setup(sizes: Sizes = Sizes(), quick: bool = False,
                     progress: bool = False) -> ArmSetup:
     """The simulated dataset: chapter 3's LRURec and dense fit (on the first `n_dense`
     validation conversations), chapter 4's tuned pointwise reranker, and the three sets."""
-    from rar_lite import reranker_study, retriever, simulate
-    from rar_lite.corpus import load_corpus
+    from rar_lite import reranker_study
 
-    corpus = load_corpus()
-    sets = simulate.simulated_sets(corpus, seed=0, progress=False)
-    served, _ = retriever.fit_retriever(sets.split, "lrurec", seed=0, quick=quick,
-                                        progress=progress)
+    corpus, sets, served = _lrurec(quick, progress)
     fit = realdata.fit(corpus, [int(i) for i in served.vocab.item_ids], served,
                        sets.valid[:sizes.n_dense], encoder, progress=progress)
     sft = fit.fused(served, corpus)
     tuned = reranker_study.chapter_backend(quick, sets=sets)
-    tuning = reranker_study.training_conversations(sets, 8 if quick else 1000, seed=0)
+    tuning = reranker_study.training_conversations(
+        sets, reranker_study.chapter_train_size(quick), seed=0)
     parts = simulated_parts(sets.valid, sets.test, sets.valid[:sizes.n_dense], tuning, sizes)
     judge = rerank.PointwiseReranker(tuned, corpus, response_cache=responses or ResponseCache())
     weight, _ = realdata.choose_rerank_weight(judge, sft, parts["selection"], progress=progress)
@@ -127,16 +129,13 @@ def inspired_setup(sizes: Sizes = Sizes(), quick: bool = False,
     """INSPIRED (None when its files are not here): chapter 4's fit on the dev dialogues and
     its judge that reads real seekers (`real_reranker.chapter_judge`, cached), the fusion's
     selection dialogues split by dialogue into loop and selection halves, and the test split."""
-    from rar_lite import real_reranker, retriever, simulate
+    from rar_lite import real_reranker
     from rar_lite.corpus import load_corpus
 
-    corpus = load_corpus()
-    inspired, dev = realdata.load_inspired(corpus)
+    inspired, dev = realdata.load_inspired(load_corpus())
     if inspired is None or not dev:
         return None
-    sets = simulate.simulated_sets(corpus, seed=0, progress=False)
-    served, _ = retriever.fit_retriever(sets.split, "lrurec", seed=0, quick=quick,
-                                        progress=progress)
+    _, _, served = _lrurec(quick, progress)
     fit, judge = real_reranker.chapter_judge(served, quick, progress=progress,
                                              data=(inspired, dev))
     sft = fit.fused(served, inspired.corpus)
@@ -195,7 +194,7 @@ def run_arms(setup: ArmSetup, seeds: tuple[int, ...] = (0, 1, 2),
             raw, dense.targets_in(loop_cases, sft.index), sft.index, ce, init=start,
             select=select)
         best["b", seed] = int(histories["b", seed]["selection ndcg@10"].idxmax())
-        data_b = head_loop.loop_data(with_head(sft, heads["b", seed]), setup.loop, judge,
+        data_b = head_loop.loop_data(sft.with_head(heads["b", seed]), setup.loop, judge,
                                      setup.sizes.pool, progress)
         arms = {"c": (start, data_a, config), "d": (heads["b", seed], data_b, config),
                 "e": (start, data_a, replace(config, shuffle_rewards=True))}
@@ -211,7 +210,7 @@ def run_arms(setup: ArmSetup, seeds: tuple[int, ...] = (0, 1, 2),
     for (arm, seed), head in heads.items():
         key = head_loop._digest(head.delta.detach().numpy())
         if key not in evaluated:  # arm a is the same head on every seed
-            served = with_head(sft, head)
+            served = sft.with_head(head)
             alone = pipeline.run_pipeline(served, rerank.RetrieverOrder(), setup.test)
             full = pipeline.run_pipeline(served, setup.reranker, setup.test, progress=progress,
                                          name=f"arm {arm}, seed {seed}: the full pipeline")
@@ -230,7 +229,7 @@ def arms_table(result: ArmsResult) -> tuple[pd.DataFrame, dict[str, dict]]:
     """(table, diffs): per arm the full pipeline's and the retriever's NDCG@10 (mean over test
     pairs of the seed-averaged values, and the std of the per-seed means); `diffs` the paired
     differences `c-a`, `d-b`, `e-a` of the full pipeline's NDCG@10 as fractions of the second
-    arm's mean, with paired bootstrap 95% intervals (`head_loop.paired_relative`), and the same
+    arm's mean, with paired bootstrap 95% intervals (`stats.paired_relative`), and the same
     for the retriever alone under `retriever`."""
     rows = {}
     for arm, label in ARMS.items():
@@ -244,8 +243,8 @@ def arms_table(result: ArmsResult) -> tuple[pd.DataFrame, dict[str, dict]]:
                          str(result.best_rounds.get((arm, s), 0)) for s in result.seeds)}
     full, alone = _by_arm(result.pipeline_ndcg, result.seeds), _by_arm(result.retriever_ndcg,
                                                                         result.seeds)
-    diffs = {f"{x}-{y}": head_loop.paired_relative(full[y], full[x]) for x, y in DIFFS}
-    diffs["retriever"] = {f"{x}-{y}": head_loop.paired_relative(alone[y], alone[x])
+    diffs = {f"{x}-{y}": stats.paired_relative(full[y], full[x]) for x, y in DIFFS}
+    diffs["retriever"] = {f"{x}-{y}": stats.paired_relative(alone[y], alone[x])
                           for x, y in DIFFS}
     return pd.DataFrame(rows).T, diffs
 

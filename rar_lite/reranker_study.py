@@ -182,7 +182,12 @@ def chapter_tuning(quick: bool = False, sets: simulate.SimulatedSets | None = No
     defaults = TuneConfig()
     config = TuneConfig(steps=steps or (2 if quick else defaults.steps),
                         batch_size=batch_size or (4 if quick else defaults.batch_size), seed=0)
-    return tuned_backend(study, config, n_train=n_train or (8 if quick else 1000))
+    return tuned_backend(study, config, n_train=n_train or chapter_train_size(quick))
+
+
+def chapter_train_size(quick: bool = False) -> int:
+    """How many training conversations chapter 4's reranker is tuned on (QUICK: 8)."""
+    return 8 if quick else 1000
 
 
 def chapter_backend(quick: bool = False, sets: simulate.SimulatedSets | None = None,

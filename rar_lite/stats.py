@@ -75,3 +75,12 @@ def describe_paired(test: dict[str, float], a: str, b: str, metric: str = "ndcg@
         verdict = "not distinguishable"
     return (f"{a} − {b}, {metric} {test['diff']:+.4f} (95% CI {test['low']:+.4f} to "
             f"{test['high']:+.4f}, paired p = {test['p']:.3g}, {test['n']} pairs): {verdict}.")
+
+
+def paired_relative(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, object]:
+    """mean(b − a) / mean(a) and its paired bootstrap 95% interval, as fractions of `a`'s mean."""
+    test = paired_test(b, a, seed=seed)
+    base = float(np.mean(a))
+    scale = 1.0 / base if base else float("nan")
+    return {"mean": test["diff"] * scale, "ci95": [test["low"] * scale, test["high"] * scale],
+            "p": test["p"], "absolute": test["diff"]}

@@ -340,3 +340,15 @@ def test_evaluate_command_end_to_end(tmp_path: Path, corpus, matcher, capsys) ->
     assert result["config"]["seeds"] == [0] and "simulated/all" in result["summary"]
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["system"]) == {"Popularity", "Retriever only (SFT)", "Keyword reranker"}
+
+
+def test_paired_relative_is_a_fraction_of_the_baseline_mean() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.1, 0.3, 200)
+    b = a * 1.1  # every pair 10% better
+    out = stats.paired_relative(a, b)
+    assert out["mean"] == pytest.approx(0.1)
+    assert 0 < out["ci95"][0] <= 0.1 <= out["ci95"][1]
+    assert out["absolute"] == pytest.approx(float(np.mean(b - a)))
+    zero = stats.paired_relative(np.zeros(5), np.zeros(5))
+    assert np.isnan(zero["mean"]) and zero["absolute"] == 0.0
