@@ -18,6 +18,9 @@ line and the problem, or, with `skip_bad_lines=True`, is skipped and counted in 
 Entity ids must be JSON integers (a float id is an error, never truncated), names and ids unique.
 A turn with an empty dialogue (`"context": [""]`: the recommender speaks first) is a valid
 cold-start turn: a `Conversation` without turns, counted in the report.
+
+pandas, numpy and the corpus modules are imported by the functions that need them, so that
+`score_generations` (the `rar-lite score-generations` command, which needs no corpus) starts fast.
 """
 
 from __future__ import annotations
@@ -25,17 +28,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
-
-import numpy as np
-import pandas as pd
 
 from rar_lite.conversations import (Conversation, ConversationFormatError, Turn, entity_id,
                                     parse_json, read_lines)
-from rar_lite.corpus import render_item
-from rar_lite.matching import TitleMatcher
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from rar_lite.matching import TitleMatcher
 
 FILES = ("test.jsonl", "entity2id.json", "item_ids.json")
 #: A name without a year is matched only to a movie at least this well known (IMDb votes, a
@@ -96,6 +101,8 @@ class MappingReport:
 
     def as_frame(self) -> pd.DataFrame:
         """Two-column table for display."""
+        import pandas as pd
+
         rows = [("dataset", self.dataset), ("lines read", self.lines),
                 ("conversations", self.conversations), ("lines skipped", self.skipped_lines),
                 ("movies in the dataset", self.movies),
@@ -194,6 +201,11 @@ def _movie_rows(entity_ids: list[int], names: dict[int, str], corpus: pd.DataFra
                 matcher: TitleMatcher, dataset: str,
                 report: MappingReport) -> tuple[dict[int, int], pd.DataFrame]:
     """Resolve each movie entity; unresolved ones become new corpus rows."""
+    import numpy as np
+    import pandas as pd
+
+    from rar_lite.corpus import render_item
+
     mapping: dict[int, int] = {}
     new_rows = []
     next_id = int(corpus["item_id"].max()) + 1
@@ -257,7 +269,10 @@ def load_cikm(directory: Path | str, corpus: pd.DataFrame, matcher: TitleMatcher
             f"{directory / 'entity2id.json'}: movie id {unnamed[0]} has an empty name "
             f"({names[unnamed[0]]!r})")
     report = MappingReport(dataset=name, movies=len(movies))
-    matcher = matcher or TitleMatcher(corpus)
+    if not matcher:  # as `matcher or TitleMatcher(corpus)`: an empty matcher is rebuilt too
+        from rar_lite.matching import TitleMatcher
+
+        matcher = TitleMatcher(corpus)
     mapping, extended = _movie_rows(sorted(movies), names, corpus, matcher, name, report)
 
     path = directory / "test.jsonl"
@@ -368,6 +383,27 @@ def _answer_text(record: dict, path: Path, number: int) -> str:
         ) from None
 
 
+def _nearest_entity(names: list[str], ids: list[int]) -> Callable[[str], int | None]:
+    """A function: a lowercase name -> the id of the entity with the nearest name (Levenshtein
+    distance, the first such entity on ties; None when there is no entity), remembered per name.
+    A name equal to an entity's is answered without a search: `process.extractOne` would find
+    that entity's first occurrence at distance 0."""
+    from rapidfuzz import process
+    from rapidfuzz.distance import Levenshtein
+
+    found: dict[str, int | None] = {}
+    for name, entity in zip(names, ids):
+        found.setdefault(name, entity)
+
+    def nearest(name: str) -> int | None:
+        if name not in found:
+            best = process.extractOne(name, names, scorer=Levenshtein.distance)
+            found[name] = None if best is None else ids[best[2]]
+        return found[name]
+
+    return nearest
+
+
 def score_generations(directory: Path | str, generations: Path | str,
                       ks: tuple[int, ...] = (1, 5, 10, 20)) -> dict:
     """Score raw LLM answers for a dataset's `test.jsonl` by the protocol of He et al. (2023).
@@ -378,17 +414,14 @@ def score_generations(directory: Path | str, generations: Path | str,
     Levenshtein distance, rapidfuzz), and every ground-truth item of a turn is scored separately;
     metrics are means over (turn, item) pairs of answered turns.
     """
-    from rapidfuzz import process
-    from rapidfuzz.distance import Levenshtein
-
     from rar_lite import metrics, parsing
 
     directory, generations = Path(directory), Path(generations)
     if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
         raise ValueError(f"ks must be positive integers, got {ks!r}")
     entities = read_entities(directory)
-    names = [cikm23_entity_name(name) for name in entities.values()]
-    ids = list(entities)
+    nearest = _nearest_entity([cikm23_entity_name(name) for name in entities.values()],
+                              list(entities))
     tests = _test_targets(directory / "test.jsonl", entities)
     ranks: list[float] = []
     answered: dict[int, int] = {}  # test index -> the generations line that answered it
@@ -413,9 +446,9 @@ def score_generations(directory: Path | str, generations: Path | str,
         ranked = []
         # only the first max(ks) names can reach a top-k: the rest cannot change a metric
         for name in parsing.parse_cikm23(_answer_text(record, generations, number))[:max(ks)]:
-            best = process.extractOne(name.lower(), names, scorer=Levenshtein.distance)
-            if best is not None:
-                ranked.append(ids[best[2]])
+            entity = nearest(name.lower())
+            if entity is not None:
+                ranked.append(entity)
         ranks += metrics.ranks_in_list(ranked, tests[index])
     if not ranks:
         raise ConversationFormatError(f"{generations}: no answered turn to score")

@@ -8,6 +8,9 @@ Usage::
                                          score raw LLM answers as He et al. (CIKM 2023) did
     rar-lite evaluate [--quick] [--systems ...] [--datasets ...] [--seeds ...] [--out DIR]
                                          chapter 6: RAR against its baselines, tables to DIR
+    rar-lite download NAME [--to DIR] [--mirror URL] [--force]
+                                         fetch INSPIRED (test + dev) or ReDial into the data
+                                         directory (`rar_lite.download`)
 
 Every argument is checked before any work starts (`validate_evaluate` for `evaluate`). A bad
 argument prints one line to stderr and exits with 2; a failure while working prints one line
@@ -189,6 +192,38 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download(args: argparse.Namespace) -> int:
+    import os
+
+    from rar_lite import download
+
+    if args.mirror is not None:
+        try:
+            download.check_mirror(args.mirror)
+        except ValueError as error:
+            raise UsageError(f"--mirror: {error}") from None
+    root = writable_directory(args.to, "--to") if args.to else download.data_root()
+    parts = download.parts(args.name)  # Reddit-Movie: where it is published, before any work
+    kept = {part.directory for part in parts if part.present(root) and not args.force}
+    download.download(args.name, root, args.mirror, args.force, progress=not args.no_progress)
+    for part in parts:
+        target = root / part.directory
+        done = "already there (--force fetches it again)" if part.directory in kept else "fetched"
+        print(f"{part.what}: {target} ({done})")
+        chosen = os.environ.get(part.env)
+        if chosen and Path(chosen).expanduser().resolve() != target.resolve():
+            print(f"  {part.env} is set ({os.environ[part.env]}) and wins over this copy: "
+                  "unset it to use the download")
+        elif root.resolve() == download.data_root().resolve():
+            print(f"  {part.env} is not needed any more: the package finds this copy")
+        else:
+            print(f"  outside the default data directory: set {download.DATA_ENV}={root} "
+                  f"(or {part.env}={target}) so that the package finds it")
+    for terms in dict.fromkeys(part.terms for part in parts):
+        print(terms)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (one sub-command per task)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -223,15 +258,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n-simulated", type=_count(1), help="simulated test conversations")
     ev.add_argument("--n-real", type=_count(1), help="turns of each real dataset (default: all)")
     ev.add_argument("--dev-dir", help="INSPIRED's dev split (UniCRS dev.jsonl) for fitting the "
-                    "dense retriever (default: $RAR_LITE_INSPIRED_DEV_DIR)")
+                    "dense retriever (default: $RAR_LITE_INSPIRED_DEV_DIR, else what "
+                    "`rar-lite download inspired` fetched)")
     ev.add_argument("--n-generate", type=_count(1),
                     help="conversations for RAR's generation mode")
     ev.add_argument("--data-dir", action="append", metavar="NAME=DIR",
                     help="a real dataset's directory, e.g. inspired=../data/inspired "
-                         "(default: $RAR_LITE_<NAME>_DIR)")
+                         "(default: $RAR_LITE_<NAME>_DIR, else what `rar-lite download "
+                         "NAME` fetched)")
     ev.add_argument("--out", default="results/evaluation", help="directory for the tables")
     ev.add_argument("--no-progress", action="store_true", help="no progress bars")
     ev.set_defaults(run=_evaluate)
+    dl = commands.add_parser("download", help="fetch a public dataset in He et al.'s format "
+                             "(INSPIRED: with its dev split) into the data directory", **sub)
+    dl.add_argument("name", choices=("inspired", "redial", "reddit-movie"),
+                    help="the dataset (reddit-movie: says where it is published)")
+    dl.add_argument("--to", metavar="DIR", help="the data directory; the files go to DIR/NAME "
+                    "(default: $RAR_LITE_DATA_DIR, else the cache's data/)")
+    dl.add_argument("--mirror", metavar="URL", help="a base URL laid out like "
+                    "https://raw.githubusercontent.com, which it replaces")
+    dl.add_argument("--force", action="store_true", help="fetch again what is already there")
+    dl.add_argument("--no-progress", action="store_true", help="no progress bars")
+    dl.set_defaults(run=_download)
     return parser
 
 

@@ -13,8 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rar_lite import cache
-
 SPEAKERS = ("seeker", "recommender")
 
 
@@ -137,6 +135,8 @@ def entity_id(value: object, what: str) -> int:
 
 def write_jsonl(conversations: Iterable[Conversation], path: Path) -> None:
     """Write one conversation per line, atomically."""
+    from rar_lite import cache  # here, not at the top: cache imports pandas
+
     lines = [json.dumps(c.to_dict(), ensure_ascii=False) for c in conversations]
     cache.write_text_atomic(Path(path), "\n".join(lines) + ("\n" if lines else ""))
 

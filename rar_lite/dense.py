@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from rar_lite import cache, metrics
+from rar_lite import ann, cache, metrics
 from rar_lite.conversations import Conversation
 
 log = logging.getLogger(__name__)
@@ -93,9 +93,18 @@ class ItemIndex:
             raise ValueError("item_ids must be unique")
         if self.vectors.shape[0] != len(self.item_ids):
             raise ValueError("one vector per item is needed")
+        self._search: object | None = None
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    def search_index(self) -> object:
+        """The FAISS inner-product index over `vectors` (`ann.build_index`: exact up to
+        `ann.FLAT_MAX_ITEMS` items, approximate above), built on first use and then shared by
+        every retriever over this catalogue (the vectors never change)."""
+        if self._search is None:
+            self._search = ann.build_index(self.vectors)
+        return self._search
 
 
 def item_index(corpus: pd.DataFrame, item_ids: Sequence[int], encoder: TextEncoder,
@@ -324,12 +333,9 @@ class DenseRetriever:
 
     def __init__(self, encoder: TextEncoder, index: ItemIndex, config: QueryConfig = QueryConfig(),
                  head: QueryHead | None = None, corpus: pd.DataFrame | None = None) -> None:
-        import faiss
-
         self.encoder, self.index, self.config = encoder, index, config
         self.head, self.corpus = head, corpus
-        self.faiss = faiss.IndexFlatIP(index.vectors.shape[1])
-        self.faiss.add(np.ascontiguousarray(index.vectors))
+        self.faiss = index.search_index()
 
     def with_head(self, head: QueryHead | None) -> DenseRetriever:
         """The same encoder and index with another head (e.g. after the feedback loop)."""

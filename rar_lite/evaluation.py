@@ -343,15 +343,18 @@ class _Seeded:
 
 
 def data_dir(config: EvalConfig, name: str) -> str:
-    """Where a real dataset lives: `config.data_dirs[name]`, else `$RAR_LITE_<NAME>_DIR`
-    (e.g. RAR_LITE_INSPIRED_DIR, RAR_LITE_REDDIT_MOVIE_DIR); a clear error when neither is set."""
-    variable = f"RAR_LITE_{name.upper().replace('-', '_')}_DIR"
-    directory = (config.data_dirs or {}).get(name) or os.environ.get(variable)
+    """Where a real dataset lives: `config.data_dirs[name]`, else `download.find_dataset`
+    (`$RAR_LITE_<NAME>_DIR`, e.g. RAR_LITE_INSPIRED_DIR, then the copy `rar-lite download`
+    fetched); a FileNotFoundError saying how to get it when there is none."""
+    from rar_lite import download
+
+    directory = (config.data_dirs or {}).get(name) or download.find_dataset(name)
     if not directory:
-        raise FileNotFoundError(f"{name} not found: pass data_dirs={{{name!r}: ...}} (a "
-                                "directory with test.jsonl, entity2id.json, item_ids.json) or "
-                                f"set {variable}")
-    return directory
+        raise FileNotFoundError(f"{name} not found: {download.how_to_get(name)}, pass "
+                                f"data_dirs={{{name!r}: ...}} (a directory with test.jsonl, "
+                                "entity2id.json, item_ids.json) or set "
+                                f"{download.dataset_env(name)}")
+    return str(directory)
 
 
 def available_datasets(datasets: tuple[str, ...],

@@ -104,6 +104,28 @@ def _scores(model: SequentialRecommender, histories: list[list[int]]) -> torch.T
     return model.score(model.last_hidden(pad_right(histories, model.config.max_len)))
 
 
+
+def inclusion_by_rank(model: SequentialRecommender, vocab: ItemVocab, history: Sequence[int],
+                      k: int, temperatures: Sequence[float], target: int | None = None,
+                      n_samples: int = 2000, seed: int = 0
+                      ) -> tuple[dict[float, np.ndarray], int | None]:
+    """What step 1 samples for one history: per temperature, the chance that the retriever's
+    item at each rank (history excluded, best first) lands in a set of `k`
+    (`plackett_luce.inclusion_probabilities`); and the 1-based rank of `target` (None when it is
+    not in the vocabulary or is in the history)."""
+    encoded = vocab.encode(list(history))
+    scores = score_histories(model, [encoded])
+    allowed = _allowed([encoded], model.config.n_items)
+    scores = scores.masked_fill(~allowed, float("-inf"))[0]
+    order = torch.argsort(scores, descending=True, stable=True)[:int(allowed.sum())]
+    inclusion = {t: plackett_luce.inclusion_probabilities(scores, k, t, n_samples, seed)[order]
+                 .numpy() for t in temperatures}
+    rank = None
+    if target is not None and target in vocab:
+        hits = (order == vocab.index(target) - 1).nonzero()
+        rank = int(hits[0, 0]) + 1 if len(hits) else None
+    return inclusion, rank
+
 def collect_feedback(model: SequentialRecommender, vocab: ItemVocab,
                      conversations: list[Conversation], reranker: object, config: LoopConfig,
                      round_: int = 0, progress: bool = False) -> list[Feedback]:

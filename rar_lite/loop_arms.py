@@ -124,15 +124,17 @@ def simulated_parts(valid: list[Conversation], test: list[Conversation],
 
 
 def inspired_setup(sizes: Sizes = Sizes(), quick: bool = False,
-                   responses: ResponseCache | None = None,
-                   progress: bool = False) -> ArmSetup | None:
+                   responses: ResponseCache | None = None, progress: bool = False,
+                   data: tuple[object, list[Conversation] | None] | None = None
+                   ) -> ArmSetup | None:
     """INSPIRED (None when its files are not here): chapter 4's fit on the dev dialogues and
     its judge that reads real seekers (`real_reranker.chapter_judge`, cached), the fusion's
-    selection dialogues split by dialogue into loop and selection halves, and the test split."""
+    selection dialogues split by dialogue into loop and selection halves, and the test split.
+    `data`: (dataset, dev turns) already loaded (`realdata.chapter_inspired`)."""
     from rar_lite import real_reranker
     from rar_lite.corpus import load_corpus
 
-    inspired, dev = realdata.load_inspired(load_corpus())
+    inspired, dev = data if data is not None else realdata.load_inspired(load_corpus())
     if inspired is None or not dev:
         return None
     _, _, served = _lrurec(quick, progress)

@@ -9,14 +9,21 @@ For one target at rank r: Recall@k = 1[r < k]; NDCG@k = 1[r < k] / log2(r + 2) (
 relevant item has ideal DCG 1); MRR@k = 1[r < k] / (r + 1).
 
 Ties in scores count against the target (`rank_from_scores`): a constant scorer earns nothing.
+
+torch is imported only by `rank_from_scores`: the list metrics (what `rar-lite score-generations`
+uses) start without it, and a tensor of ranks is recognised without importing torch.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20)
 
@@ -27,6 +34,8 @@ def rank_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     `scores`: (B, N) float; `targets`: (B,) column indices. Masked items should hold -inf; a
     target whose own score is -inf gets rank `inf` (it cannot be retrieved).
     """
+    import torch
+
     target_scores = scores.gather(1, targets.view(-1, 1))
     ranks = (scores >= target_scores).sum(dim=1).to(torch.float64) - 1
     return torch.where(torch.isinf(target_scores.view(-1)) & (target_scores.view(-1) < 0),
@@ -41,10 +50,16 @@ def ranks_in_list(ranked: Sequence[int], targets: Iterable[int]) -> list[float]:
     return [float(position.get(t, float("inf"))) for t in targets]
 
 
+def _is_tensor(value: object) -> TypeGuard[torch.Tensor]:
+    """Whether `value` is a torch tensor; torch is not imported (a tensor implies it already is)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def per_pair_metrics(ranks: Iterable[float] | np.ndarray | torch.Tensor,
                      ks: Iterable[int] = DEFAULT_KS) -> dict[str, np.ndarray]:
     """NDCG@k, Recall@k and MRR@k per (conversation, target) pair (for paired statistics)."""
-    if isinstance(ranks, torch.Tensor):
+    if _is_tensor(ranks):
         ranks = ranks.detach().cpu().numpy()
     values = np.asarray(ranks if isinstance(ranks, np.ndarray) else list(ranks), dtype="float64")
     if values.size == 0:

@@ -57,3 +57,19 @@ def sample(scores: torch.Tensor, k: int, n_samples: int = 1, allowed: torch.Tens
                          device=logits.device).clamp_(min=1e-20, max=1 - 1e-7)
     gumbel = -torch.log(-torch.log(uniform))
     return (expanded + gumbel).topk(k, dim=-1).indices
+
+
+def inclusion_probabilities(scores: torch.Tensor, k: int, temperature: float = 1.0,
+                            n_samples: int = 2000, seed: int = 0) -> torch.Tensor:
+    """How likely each item is to be in a Plackett–Luce set of size `k`: scores (N,) -> (N,),
+    estimated from `n_samples` seeded Gumbel-top-K draws (the values sum to `k`). The picture
+    of what the temperature does: low τ always draws the top, high τ spreads over the tail."""
+    if scores.dim() != 1:
+        raise ValueError(f"scores must be one row (N,), got shape {tuple(scores.shape)}")
+    generator = torch.Generator(device=scores.device).manual_seed(seed)
+    orders = sample(scores.unsqueeze(0), k, n_samples, temperature=temperature,
+                    generator=generator)[0]
+    counts = torch.zeros(scores.size(0), dtype=torch.float64, device=scores.device)
+    counts.index_add_(0, orders.reshape(-1), torch.ones(orders.numel(), dtype=torch.float64,
+                                                       device=scores.device))
+    return counts / n_samples

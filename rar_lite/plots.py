@@ -358,3 +358,21 @@ def plot_head_curve(table: pd.DataFrame) -> plt.Axes:
     ax.set_title("Training the query head on dev dialogues")
     fig.tight_layout()
     return ax
+
+
+def plot_temperature(inclusion: dict[float, np.ndarray], k: int,
+                     target_rank: int | None = None) -> plt.Axes:
+    """What the sampling temperature does: for each τ, the chance that the retriever's item at
+    each rank is in a Plackett–Luce set of size `k` (`plackett_luce.inclusion_probabilities`),
+    with the conversation's target marked when it is among the ranks shown."""
+    ax = plt.subplots(figsize=(7.5, 3.4))[1]
+    for temperature, shares in inclusion.items():
+        ax.plot(np.arange(1, len(shares) + 1), shares, label=f"τ = {temperature:g}")
+    if target_rank is not None:
+        ax.axvline(target_rank, color="grey", linestyle=":", label=f"target (rank {target_rank})")
+    ax.axvline(k + 0.5, color="black", linewidth=0.8, alpha=0.4)
+    ax.set(xscale="log", ylim=(-0.02, 1.02), xlabel="the retriever's rank of the item (log scale)",
+           ylabel=f"P(in a set of {k})", title="Higher temperature: sets reach deeper, "
+           "hold the retriever's top less often")
+    ax.legend(fontsize=8)
+    return ax

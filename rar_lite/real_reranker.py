@@ -186,12 +186,14 @@ def chapter_judge(served: object | None, quick: bool = False, seed: int = 0,
                   ) -> tuple[realdata.RealRetrieval, DialogueReranker] | None:
     """Chapter 4's real-seekers section: the retriever fitted on INSPIRED's dev dialogues (LRURec
     `served` in the fusion) and the judge tuned on them; None (with `realdata.MISSING_DATA`
-    printed) when INSPIRED is not here. `data`: (dataset, dev turns) already loaded."""
+    printed) when INSPIRED is not here. `data`: (dataset, dev turns) already loaded, e.g. by
+    `realdata.chapter_inspired`, which has said why when they are absent."""
     from rar_lite.corpus import load_corpus
 
     inspired, dev = data if data is not None else realdata.load_inspired(load_corpus())
     if inspired is None or not dev:
-        print(realdata.MISSING_DATA)
+        if data is None:
+            print(realdata.MISSING_DATA)
         return None
     dev = dev[:QUICK_DEV] if quick else dev
     fit = realdata.fit(inspired.corpus, realdata.catalogue(inspired), served, dev, seed=seed,

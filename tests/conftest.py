@@ -1,5 +1,8 @@
 """Shared fixtures. The whole session uses one fresh cache directory (so tests never read a
-user's cache, and notebooks executed by the tests share what earlier tests built)."""
+user's cache, and notebooks executed by the tests share what earlier tests built). Real data a
+user fetched with `rar-lite download` lives in the user's data directory; before the cache moves,
+its directories are handed to the session through the variables that name them, so the
+real-data tests run on it, and `RAR_LITE_DATA_DIR` is cleared so that nothing else is found."""
 
 from __future__ import annotations
 
@@ -14,6 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from rar_lite import download
+
+    for variable, found in ((download.dataset_env("inspired"), download.find_dataset("inspired")),
+                            (download.DEV_ENV, download.find_dev())):
+        if found is not None and not os.environ.get(variable):  # the Makefile may set it empty
+            os.environ[variable] = str(found)
+    os.environ.pop(download.DATA_ENV, None)
     path = tmp_path_factory.mktemp("rar-lite-cache")
     previous = os.environ.get("RAR_LITE_CACHE")
     os.environ["RAR_LITE_CACHE"] = str(path)

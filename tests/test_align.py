@@ -1,16 +1,29 @@
-"""Chapter 7: mining DPO pairs from the reranker's own mistakes, and a tiny TRL DPO run whose
-adapter loads back through the chapter-4 backend and moves the margins the right way."""
+"""Chapter 7: mining DPO pairs from the reranker's own mistakes, a tiny TRL DPO run whose
+adapter loads back through the chapter-4 backend and moves the margins the right way, and the
+run's cache key: every setting that can change the adapter, the notebook's `DPOConfig` included."""
 
 from __future__ import annotations
 
+import ast
+import json
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from rar_lite import align, llm, rerank, tune
+from conftest import ROOT
+from rar_lite import align, llm, quiet_dependency_deprecations, rerank, tune
 from rar_lite.conversations import Conversation, Turn
+
+CHAPTER = ROOT / "notebooks" / "07_align_llm_with_trl.ipynb"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_dependencies() -> None:
+    quiet_dependency_deprecations()  # pytest resets the warning filters for each test
 
 
 def _conversation(cid: str, target: int, text: str) -> Conversation:
@@ -107,3 +120,116 @@ def test_training_order_keeps_a_conversations_pairs_in_one_step() -> None:
 def test_align_config_rejects_bad_values(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         align.AlignConfig(**{field: value})
+
+
+def _pairs(n: int = 3) -> list[dict]:
+    return [{"prompt": f"{c}: prompt({i})", "chosen": a, "rejected": b, "conversation_id": c,
+             "kind": kind}
+            for i, c in enumerate("abcdefgh"[:n])
+            for kind, a, b in (("target", "yes", "no"), ("mistake", "no", "yes"))]
+
+
+def _run(config: align.AlignConfig = align.AlignConfig(), pairs: list[dict] | None = None,
+         output_dir: str = "out", **changes: object) -> align.DPORun:
+    """A DPORun of the package's settings (no model is loaded), `changes` set on its DPOConfig."""
+    args = align.dpo_args(config, output_dir)
+    for field, value in changes.items():
+        setattr(args, field, value)
+    return align.DPORun(pairs or _pairs(), Path("pointwise-sft"), args, align.lora_config(config),
+                        epochs=config.epochs, seed=config.seed, order=config.order)
+
+
+def test_run_directory_is_keyed_by_everything_that_changes_the_adapter() -> None:
+    run = _run()
+    assert run.directory.parent.name == "adapters" and run.directory.name.startswith("dpo-")
+    assert _run().directory == run.directory  # equal settings, new objects: the same run
+    same = align.DPORun(_pairs(), Path("pointwise-sft"), run.args, run.lora)
+    assert same.directory == run.directory  # the same objects again
+    unkeyed = _run(output_dir="elsewhere", logging_steps=10, disable_tqdm=False, report_to=["x"])
+    assert unkeyed.directory == run.directory  # where TRL writes and what it logs: not the key
+    other = {
+        "beta": _run(replace(align.AlignConfig(), beta=0.5)),
+        "a DPOConfig field AlignConfig lacks": _run(weight_decay=0.01),
+        "loss_type": _run(loss_type=["ipo"]),
+        "use_cpu": _run(use_cpu=not run.args.use_cpu),
+        "LoRA rank": _run(replace(align.AlignConfig(), lora_r=8)),
+        "epochs": _run(replace(align.AlignConfig(), epochs=2)),
+        "order seed": _run(replace(align.AlignConfig(), seed=1)),
+        "order": _run(replace(align.AlignConfig(), order="random")),
+        "pairs": _run(pairs=_pairs(4)),
+    }
+    directories = [r.directory for r in other.values()]
+    assert run.directory not in directories and len(set(directories)) == len(directories)
+    assert run.record["args"]["beta"] == 0.1 and "output_dir" not in run.record["args"]
+    assert not run.finished
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        run.result()
+
+
+class _Trained(Exception):
+    """Raised by `_FakeTrainer.train`: the run's checks passed and training began."""
+
+
+class _FakeTrainer:
+    def __init__(self, args, lora) -> None:
+        self.args, self.model = args, SimpleNamespace(peft_config={"default": lora})
+
+    def train(self) -> None:
+        raise _Trained
+
+
+def test_train_refuses_a_trainer_with_other_settings() -> None:
+    run = _run()
+    expanded = align.lora_config(align.AlignConfig())
+    expanded.target_modules = {"q_proj", "v_proj"}  # what PEFT does to "all-linear" in place
+    with pytest.raises(_Trained):  # the run's own settings (PEFT-expanded): training starts
+        run.train(_FakeTrainer(run.args, expanded))
+    with pytest.raises(ValueError, match="LoRA config differs"):
+        run.train(_FakeTrainer(run.args, align.lora_config(replace(align.AlignConfig(), lora_r=8))))
+    run.args.beta = 0.5  # edited after the run took its key: never trained under the old key
+    with pytest.raises(ValueError, match="DPOConfig differs"):
+        run.train(_FakeTrainer(run.args, run.lora))
+
+
+def test_run_refuses_shuffled_sampling_and_odd_batches() -> None:
+    with pytest.raises(ValueError, match="must be 'sequential'"):
+        _run(train_sampling_strategy="random")
+    with pytest.raises(ValueError, match="batch_size must be even"):
+        _run(per_device_train_batch_size=3)
+    assert _run(replace(align.AlignConfig(), order="random"), per_device_train_batch_size=3)
+    with pytest.raises(ValueError, match="no preference pairs"):
+        align.DPORun([], Path("sft"), align.dpo_args(align.AlignConfig(), "out"),
+                     align.lora_config(align.AlignConfig()))
+
+
+def _chapter_cell(nb: dict, marker: str) -> str:
+    (source,) = ["".join(c["source"]) for c in nb["cells"]
+                 if c["cell_type"] == "code" and marker in "".join(c["source"])]
+    return source
+
+
+def test_chapter_builds_the_same_run_as_the_package() -> None:
+    """Chapter 7 writes its DPOConfig, LoraConfig and DPORun out; with the chapter's parameters
+    they key the same run as `align_dpo`'s `dpo_args` and `lora_config`, so the two never drift
+    apart (bench_align.py and the tests train what the book shows)."""
+    import torch
+    from peft import LoraConfig
+    from trl import DPOConfig
+
+    nb = json.loads(CHAPTER.read_text(encoding="utf-8"))
+    params: dict = {}
+    exec(_chapter_cell(nb, "# Parameters"), params)  # noqa: S102 - the repository's own notebook
+    cell = ast.parse(_chapter_cell(nb, "DPOConfig("))
+    wanted = [node for node in cell.body if isinstance(node, ast.Assign)
+              and {t.id for t in node.targets if isinstance(t, ast.Name)} & {"args", "lora", "run"}]
+    assert len(wanted) == 3, "the chapter assigns args, lora and run"
+    space = {**params, "max_steps": -1, "pairs": _pairs(), "align": align, "torch": torch,
+             "DPOConfig": DPOConfig, "LoraConfig": LoraConfig,
+             "tuning": SimpleNamespace(adapter=Path("pointwise-sft"))}
+    exec(compile(ast.Module(wanted, type_ignores=[]), str(CHAPTER), "exec"), space)  # noqa: S102
+    config = align.AlignConfig(beta=params["DPO_BETA"], lr=params["DPO_LR"],
+                               epochs=params["DPO_EPOCHS"], batch_size=params["DPO_BATCH"],
+                               max_steps=-1, seed=params["SEED"], order=params["DPO_ORDER"])
+    package = _run(config)
+    assert space["run"].record == package.record
+    assert space["run"].directory == package.directory

@@ -4,6 +4,7 @@ from the network. The QUICK book is built in _build/quick, where `make test` the
 page in headless Chromium (`make check-book`, rar_lite.book_check)."""
 
 import re
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -85,6 +86,24 @@ def test_notebook_form(notebook: Path) -> None:
     assert nb.cells[0].cell_type == "markdown" and "You will learn" in nb.cells[0].source
 
 
+#: A solution: a dropdown admonition (MyST colon fence) right under its exercise.
+SOLUTION = re.compile(r":::\{admonition\} Solution\n\s*:class: dropdown\n(.*?)\n\s*:::", re.S)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=str)
+def test_every_exercise_has_a_solution_whose_code_compiles(notebook: Path) -> None:
+    nb = nbformat.read(ROOT / notebook, as_version=4)
+    text = next(c.source for c in nb.cells if c.cell_type == "markdown"
+                and "## Exercises" in c.source).split("## Exercises", 1)[1]
+    exercises = re.findall(r"^(\d+)\. ", text, re.M)
+    assert exercises and exercises == [str(i) for i in range(1, len(exercises) + 1)]
+    solutions = SOLUTION.findall(text)
+    assert len(solutions) == len(exercises), "one solution under each exercise"
+    for number, solution in enumerate(solutions, 1):
+        assert solution.strip(), f"exercise {number}: empty solution"
+        for code in re.findall(r"```python\n(.*?)```", solution, re.S):
+            compile(textwrap.dedent(code), f"{notebook} exercise {number}", "exec")
+
 #: Where the tests build the QUICK book (`make test` checks it in Chromium afterwards).
 QUICK_BOOK = ROOT / "_build" / "quick" / "book"
 
@@ -102,6 +121,30 @@ def test_notebook_runs_in_quick_mode(staged_book: Path, notebook: Path) -> None:
     nb = nbformat.read(staged_book / notebook, as_version=4)
     assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
 
+
+@pytest.mark.notebooks
+def test_chapter_6_runs_without_real_data(staged_book: Path, monkeypatch) -> None:
+    """A fresh clone has no INSPIRED beside it: chapter 6 says where to get it, skips it and
+    still runs every simulated part (`make test` in CI has the data, so this is the one run
+    that takes the other branch)."""
+    from rar_lite import download
+
+    for variable in (download.dataset_env("inspired"), download.DEV_ENV, download.DATA_ENV):
+        monkeypatch.delenv(variable, raising=False)
+    assert download.find_dataset("inspired") is None
+    copy = staged_book / "notebooks" / "no_real_data_06.ipynb"
+    copy.write_bytes((ROOT / "notebooks" / "06_evaluation.ipynb").read_bytes())
+    try:
+        build_book.execute(copy, quick=True)
+        nb = nbformat.read(copy, as_version=4)
+    finally:
+        copy.unlink()
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.outputs)
+    assert "rar-lite download inspired" in printed and "Skipping inspired" in printed
+    assert "no real data in this run" in printed
+    assert "Popularity" in "".join(str(o.get("data", {})) for c in nb.cells
+                                   if c.cell_type == "code" for o in c.outputs)
 
 @pytest.mark.notebooks
 def test_book_builds_without_warnings(staged_book: Path) -> None:

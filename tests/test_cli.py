@@ -1,4 +1,7 @@
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,3 +151,64 @@ def test_unknown_option_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["evaluate", "--frobnicate"])
     err = capsys.readouterr().err
     assert error.value.code == 2 and err.count("\n") == 1 and "--frobnicate" in err
+
+
+# --- score-generations: the nearest-name search, and what the command imports (issue 20) -------
+
+DBPEDIA = "<http://dbpedia.org/resource/{}>"
+#: Modules the `--help` and `score-generations` paths must not import: each costs from a few
+#: tenths of a second (pandas) to seconds (torch) of a command that needs none of them.
+HEAVY = ("torch", "transformers", "sentence_transformers", "faiss", "trl", "peft", "datasets",
+         "matplotlib", "seaborn", "pandas", "scipy")
+
+
+def _scoring_dataset(tmp_path: Path, answers: list[str]) -> list[str]:
+    """A CIKM-format dataset whose two movies share the name "water" (plus Hoffa), one answer
+    per turn; the `score-generations` arguments for it."""
+    data = tmp_path / "d"
+    data.mkdir()
+    names = {DBPEDIA.format("Water_(1985_film)"): 7, DBPEDIA.format("Water_(2005_film)"): 3,
+             DBPEDIA.format("Hoffa_(film)"): 5}
+    (data / "entity2id.json").write_text(json.dumps(names))
+    (data / "item_ids.json").write_text("[7, 3, 5]")
+    turn = {"context": ["", "Hi", "Something"], "rec": [7], "prev_entity": []}
+    (data / "test.jsonl").write_text(
+        "".join(json.dumps({**turn, "rec": rec}) + "\n" for rec in ([7], [3, 5])))
+    generations = tmp_path / "g.jsonl"
+    generations.write_text("".join(json.dumps({"index": index, "text": text}) + "\n"
+                                   for index, text in enumerate(answers)))
+    return ["score-generations", "--dataset-dir", str(data), "--generations", str(generations)]
+
+
+def test_score_generations_takes_the_first_of_equally_near_entities(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # "Water" names both 7 and 3 (distance 0): the first in entity2id.json, 7, as rapidfuzz's
+    # extractOne picks it; "Hofa" (a typo, asked twice) is nearest to Hoffa in both turns
+    argv = _scoring_dataset(tmp_path, ["1. Hofa\n2. Water (1985)", "1. Water\n2. Hofa"])
+    assert cli.main(argv) == 0
+    scores = json.loads(capsys.readouterr().out)
+    # pairs: turn 0 target 7 at rank 1; turn 1 target 3 missing (Water is 7), 5 at rank 1
+    assert (scores["n_turns"], scores["n_pairs"]) == (2, 3)
+    assert scores["recall@1"] == 0.0 and scores["recall@5"] == pytest.approx(2 / 3)
+    assert scores["mrr@5"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("argv", [None, ["--help"], "score-generations"])
+def test_command_imports_no_heavy_module(argv: list[str] | str | None, tmp_path: Path) -> None:
+    """`import rar_lite.cli` (with the modules score-generations uses), `rar-lite --help` and
+    `rar-lite score-generations` import none of `HEAVY`: a new eager import is caught here."""
+    if argv == "score-generations":
+        argv = _scoring_dataset(tmp_path, ["1. Water\n2. Hofa", "Hoffa, Water"])
+    code = ("import json, sys\n"
+            "from rar_lite import cikm, cli, metrics, parsing\n"
+            "argv = json.loads(sys.argv[1])\n"
+            "if argv is not None:\n"
+            "    try:\n"
+            "        assert cli.main(argv) == 0\n"
+            "    except SystemExit as stop:\n"
+            "        assert stop.code == 0\n"
+            f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(argv)], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []

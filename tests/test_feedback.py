@@ -58,6 +58,23 @@ def test_feedback_sets_rewards_and_pairs() -> None:
     assert [f.sets for f in out] == [f.sets for f in again]  # seeded
 
 
+
+def test_inclusion_by_rank_excludes_the_history_and_follows_the_scores() -> None:
+    model, vocab = tiny_model()
+    history = (ITEMS[0], ITEMS[1], ITEMS[2])
+    with torch.no_grad():
+        scores = feedback._scores(model, [vocab.encode(list(history))])[0]
+    scores[[0, 1, 2]] = float("-inf")
+    best = int(scores.argmax())
+    inclusion, rank = feedback.inclusion_by_rank(model, vocab, history, 5, (1e-4, 5.0),
+                                                 target=vocab.item(best + 1))
+    assert rank == 1
+    for shares in inclusion.values():
+        assert shares.shape == (len(ITEMS) - 3,) and shares.sum() == pytest.approx(5.0)
+    assert inclusion[1e-4][:5].tolist() == pytest.approx([1.0] * 5, abs=1e-2)  # cold: the top 5
+    assert inclusion[5.0][-1] > inclusion[1e-4][-1]  # hot: the tail gets drawn
+    assert feedback.inclusion_by_rank(model, vocab, history, 5, (1.0,), target=ITEMS[0])[1] is None
+
 def test_missing_targets_are_inserted_or_skipped() -> None:
     model, vocab = tiny_model()
     insert = feedback.LoopConfig(k=2, missing="insert", temperature=0.05)

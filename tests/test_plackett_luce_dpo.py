@@ -67,6 +67,23 @@ def test_sampling_is_seeded_and_skips_masked_items() -> None:
         plackett_luce.sample(SCORES, 2, temperature=0.0)
 
 
+
+def test_inclusion_probabilities_match_enumeration_and_follow_the_temperature() -> None:
+    scores = SCORES[0]
+    for temperature in (0.5, 2.0):
+        exact = [sum(brute_force(scores.tolist(), o, temperature)
+                     for o in itertools.permutations(range(4), 2) if item in o)
+                 for item in range(4)]
+        got = plackett_luce.inclusion_probabilities(scores, 2, temperature, n_samples=20_000)
+        assert got.sum().item() == pytest.approx(2.0)
+        assert got.tolist() == pytest.approx(exact, abs=0.015)
+    assert torch.equal(plackett_luce.inclusion_probabilities(scores, 2, seed=3),
+                       plackett_luce.inclusion_probabilities(scores, 2, seed=3))
+    cold = plackett_luce.inclusion_probabilities(scores, 2, 0.05)  # almost always the top 2
+    assert cold.tolist() == pytest.approx([1.0, 0.0, 0.0, 1.0], abs=1e-3)
+    with pytest.raises(ValueError, match="one row"):
+        plackett_luce.inclusion_probabilities(SCORES, 2)
+
 def test_set_reward_is_ndcg_of_the_target() -> None:
     assert dpo.set_reward([5, 7, 9], 5) == 1.0
     assert dpo.set_reward([5, 7, 9], 9) == pytest.approx(0.5)  # 1 / log2(4)

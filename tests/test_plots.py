@@ -101,3 +101,14 @@ def test_head_loop_diagnostics_figure() -> None:
     assert list(gap.lines[0].get_ydata()) == [0.8, 0.8]  # seeds averaged: (0.3 + 1.3) / 2
     assert list(fig.axes[5].lines[0].get_xdata()) == [0, 1, 2]  # the start is on the curve
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["arm c", "arm e"]
+
+
+def test_temperature_figure_draws_one_line_per_temperature_and_the_target() -> None:
+    inclusion = {0.5: np.array([1.0, 0.9, 0.1]), 2.0: np.array([0.6, 0.7, 0.7])}
+    ax = plots.plot_temperature(inclusion, k=2, target_rank=3)
+    assert _labelled(ax)
+    labels = [line.get_label() for line in ax.lines]
+    assert labels[:2] == ["τ = 0.5", "τ = 2"] and "target (rank 3)" in labels
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), [0.6, 0.7, 0.7])
+    assert "target (rank 3)" not in [line.get_label() for line in
+                                     plots.plot_temperature(inclusion, k=2).lines]

@@ -162,3 +162,22 @@ def test_chapter_judge_without_real_data_says_where_to_get_it(corpus, monkeypatc
     monkeypatch.delenv(realdata.DEV_ENV, raising=False)
     assert real_reranker.chapter_judge(None, quick=True) is None
     assert capsys.readouterr().out.strip() == realdata.MISSING_DATA
+
+
+def test_chapter_inspired_follows_the_datasets_parameter(corpus, monkeypatch, capsys) -> None:
+    from rar_lite import realdata
+
+    assert realdata.chapter_inspired(corpus, ["simulated"]) == (None, None)
+    assert capsys.readouterr().out.strip() == realdata.NOT_ASKED
+    # asked for but absent: where to get it, and nothing said twice by the chapter's next step
+    monkeypatch.delenv("RAR_LITE_INSPIRED_DIR", raising=False)
+    monkeypatch.delenv(realdata.DEV_ENV, raising=False)
+    data = realdata.chapter_inspired(corpus, ("simulated", "inspired"))
+    assert data == (None, None)
+    assert capsys.readouterr().out.strip() == realdata.MISSING_DATA
+    assert real_reranker.chapter_judge(None, quick=True, data=data) is None
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="DATASETS: unknown dataset 'inspird'"):
+        realdata.chapter_inspired(corpus, ["inspird"])
+    with pytest.raises(ValueError, match="a list of names"):
+        realdata.chapter_inspired(corpus, "inspired")

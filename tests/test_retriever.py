@@ -191,3 +191,13 @@ def test_serving_times(served: retriever.Retriever, split: Split) -> None:
     times = retriever.serving_times(served, [split.test_case(u)[0] for u in split.users], k=5)
     assert set(times) == {"encode_s", "search_s", "end_to_end_s"}
     assert all(value > 0 for value in times.values())
+
+
+def test_published_gaps_compare_ours_with_the_paper() -> None:
+    gaps = retriever.published_gaps({"lrurec": {"ndcg@10": 0.0705, "recall@10": 0.1267},
+                                     "gru": {"ndcg@10": 0.5}})
+    assert list(gaps.index) == [("lrurec", "ndcg@10"), ("lrurec", "recall@10")]
+    assert gaps.loc[("lrurec", "ndcg@10"), "relative gap"] == pytest.approx(0.0)
+    assert gaps.loc[("lrurec", "recall@10"), "relative gap"] == pytest.approx(0.1267 / 0.1426 - 1)
+    with pytest.raises(ValueError, match="no model with published numbers"):
+        retriever.published_gaps({"gru": {"ndcg@10": 0.5}})
