@@ -375,8 +375,8 @@ def _cut(item_ids: np.ndarray, conversations: Sequence[Conversation], scores: np
     out = np.empty((len(conversations), k), dtype="float32")
     for row, conversation in enumerate(conversations):
         found = item_ids[columns[row]]
-        keep = [j for j in range(len(found)) if not (exclude_history
-                                                     and int(found[j]) in conversation.history)]
+        keep = [j for j in range(len(found)) if columns[row, j] >= 0  # -1: nothing found there
+                and not (exclude_history and int(found[j]) in conversation.history)]
         keep = keep[:k]
         if len(keep) < k:
             raise ValueError(f"conversation {row}: fewer than k={k} items remain")

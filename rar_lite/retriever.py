@@ -335,7 +335,8 @@ class Retriever:
                 out_scores[row] = np.nan
                 continue
             seen = {i - 1 for i in history} if exclude_history else set()
-            keep = [j for j in range(depth) if columns[row, j] not in seen][:k]
+            keep = [j for j in range(depth)  # an approximate index pads with -1
+                    if columns[row, j] >= 0 and columns[row, j] not in seen][:k]
             if len(keep) < k:
                 raise ValueError(f"history {row} covers all but {len(self.vocab) - len(seen)} "
                                  f"of the {len(self.vocab)} items: fewer than k={k} remain")

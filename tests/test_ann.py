@@ -131,3 +131,27 @@ def test_item_index_serves_exact_search_shared_by_its_retrievers() -> None:
     np.testing.assert_array_equal(search.search(queries, 15)[1], old.search(queries, 15)[1])
     served = dense.DenseRetriever(encoder=None, index=index)
     assert served.faiss is search and served.with_head(None).faiss is search
+
+
+class PaddedIndex:
+    """An index that, like an approximate one that found too few neighbours, pads with -1."""
+
+    def __init__(self, index: faiss.Index) -> None:
+        self.index = index
+
+    def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, columns = self.index.search(queries, depth)
+        scores[:, 1], columns[:, 1] = -np.inf, -1
+        return scores, columns
+
+
+def test_missing_neighbours_are_skipped_not_read_as_the_last_item() -> None:
+    served = _served()
+    histories = [[100, 101, 102], [150]]
+    _, raw = served.index.search(served.query_vectors(histories), 20)
+    served.index = PaddedIndex(served.index)
+    ids, scores = served.topk(histories, k=5)
+    assert np.isfinite(scores).all()
+    for row, history in enumerate(histories):
+        found = [int(served.vocab.item_ids[c]) for j, c in enumerate(raw[row]) if j != 1]
+        np.testing.assert_array_equal(ids[row], [i for i in found if i not in history][:5])
