@@ -250,25 +250,23 @@ def _json_error(label: str, error: ValueError, line: int | None = None) -> Downl
 def _check_file(path: Path, label: str) -> None:
     """Every `.json` parses; every non-empty line of a `.jsonl` parses (the error names `label`
     and the line); other files (licenses) must not be empty."""
-    from rar_lite.conversations import parse_json
+    from rar_lite.conversations import ConversationFormatError, parse_json, read_lines
 
-    data = path.read_bytes()
-    if not data.strip():
+    if not path.read_bytes().strip():
         raise DownloadError(f"{label} is empty")
     if path.suffix not in (".json", ".jsonl"):
         return
     try:
-        text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data[:error.start].count(b"\n") + 1
-        raise DownloadError(f"{label}, line {line}: not UTF-8 ({error.reason})") from None
+        lines = read_lines(path)  # UTF-8 (a byte-order mark dropped), else the line is named
+    except ConversationFormatError as error:
+        raise DownloadError(str(error).replace(str(path), label)) from None
     if path.suffix == ".json":
         try:
-            parse_json(text)
+            parse_json("\n".join(lines))
         except ValueError as error:
             raise _json_error(label, error) from None
         return
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
                 parse_json(line)

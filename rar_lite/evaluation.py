@@ -85,7 +85,7 @@ DENSE = ("dense", "fused", "rar-fused")
 
 #: "simulated", then the CIKM-format datasets (`load_cikm`): INSPIRED is the default real set;
 #: ReDial and Reddit-Movie are read from a directory the reader supplies.
-DATASETS = ("simulated", "inspired", "redial", "reddit-movie")
+DATASETS = realdata.CHAPTER_DATASETS
 CONDITIONS = ("all", "recommendation")
 #: He et al. (CIKM 2023), Table 2/3: zero-shot LLMs on INSPIRED, "all" condition, their protocol
 #: (the LLM writes 20 names, each matched to the nearest entity name; no retrieval, no corpus).

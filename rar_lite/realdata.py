@@ -249,8 +249,9 @@ MISSING_DATA = (
 #: What a chapter prints when its `DATASETS` parameter leaves INSPIRED out.
 NOT_ASKED = ("INSPIRED is not in this chapter's DATASETS parameter: continuing with simulated "
              "conversations.")
-#: The names a chapter's `DATASETS` parameter may hold (`evaluation.DATASETS` reads them all).
-CHAPTER_DATASETS = ("simulated", "inspired", "redial", "reddit-movie")
+#: The names a chapter's `DATASETS` parameter may hold: the simulated set and the real ones
+#: `download.find_dataset` knows (`evaluation.DATASETS` is this tuple).
+CHAPTER_DATASETS = ("simulated", *download.NAMES)
 
 
 def chapter_inspired(corpus: pd.DataFrame, datasets: Sequence[str]

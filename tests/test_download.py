@@ -264,3 +264,16 @@ def test_cli_download_errors_are_one_line(argv: list[str], code: int, message: s
     err = capsys.readouterr().err
     assert got == code and err.count("\n") == 1, err
     assert re.search(message, err), err
+
+
+def test_check_file_names_the_line_of_a_non_utf8_byte_and_of_bad_json(tmp_path: Path) -> None:
+    lines = tmp_path / "test.jsonl"
+    lines.write_bytes(b'{"a": 1}\n{"b": "\xff"}\n')
+    with pytest.raises(download.DownloadError, match=r"^inspired/test\.jsonl, line 2: not UTF-8"):
+        download._check_file(lines, "inspired/test.jsonl")
+    table = tmp_path / "entity2id.json"
+    table.write_bytes(b'\xef\xbb\xbf{"a": 1}')  # a byte-order mark is fine
+    download._check_file(table, "entity2id.json")
+    table.write_bytes(b'{"a": 1,\n}')
+    with pytest.raises(download.DownloadError, match=r"entity2id\.json, line 2: malformed JSON"):
+        download._check_file(table, "entity2id.json")
