@@ -2,8 +2,8 @@
 
 `python -m rar_lite.build_book --mode full` is the README's main job: the book sources (the
 `_config.yml`, `_toc.yml`, `book/` and `notebooks/`) are copied to a staging directory, every
-notebook in `_toc.yml` is executed there with its default parameters (`--mode quick` passes
-`QUICK=True`), and `jupyter-book build -W -n --keep-going` renders the executed copies. A failing
+notebook in `_toc.yml` is executed there with its default parameters (`--mode quick` runs the
+QUICK profile's sizes, `rar_lite.profiles`), and `jupyter-book build -W -n --keep-going` renders the executed copies. A failing
 cell stops papermill; a warning fails the build. The committed notebooks stay output-free.
 
 The static book loads no widget JavaScript (it would come from a CDN): after execution each widget
@@ -80,15 +80,19 @@ def stage(root: Path, dest: Path) -> None:
     save_pipeline_figure(dest / PIPELINE_FIGURE)  # drawn by the package, not committed
 
 
-def execute(notebook: Path, quick: bool, parameters: dict | None = None) -> float:
-    """Execute `notebook` in place with papermill (cwd = its folder), then make its widget
-    outputs static (`freeze_widgets`); returns seconds taken."""
+def execute(notebook: Path, profile: str = "full", parameters: dict | None = None) -> float:
+    """Execute `notebook` in place with papermill (cwd = its folder) at `profile`'s sizes
+    (`profiles.Profile.parameters`; `parameters` on top), then make its widget outputs static
+    (`freeze_widgets`); returns seconds taken."""
     import papermill
+
+    from rar_lite import profiles
 
     started = time.perf_counter()
     papermill.execute_notebook(
         str(notebook), str(notebook), cwd=str(notebook.parent), kernel_name="python3",
-        parameters={"QUICK": quick, **(parameters or {})}, progress_bar=False,
+        parameters={**profiles.get(profile).parameters(notebook), **(parameters or {})},
+        progress_bar=False,
     )
     freeze_widgets(notebook)
     return time.perf_counter() - started
@@ -153,7 +157,7 @@ def build(mode: str = "full", out: Path | None = None, root: Path | None = None)
     timings = {}
     for notebook in toc_notebooks(book_dir):
         print(f"executing {notebook} ({mode})", flush=True)
-        timings[str(notebook)] = execute(book_dir / notebook, quick=mode == "quick")
+        timings[str(notebook)] = execute(book_dir / notebook, profile=mode)
         print(f"  done in {timings[str(notebook)]:.1f} s", flush=True)
     started = time.perf_counter()
     html = build_html(book_dir)

@@ -153,8 +153,7 @@ def validate_evaluate(args: argparse.Namespace) -> Any:
     if dirs:
         chosen["data_dirs"] = dirs
     try:
-        config = (evaluation.EvalConfig.quick_run(**chosen) if args.quick
-                  else evaluation.EvalConfig(**chosen))
+        config = evaluation.EvalConfig.from_profile("quick" if args.quick else "full", **chosen)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
     for name in config.datasets:
@@ -249,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--protocol", choices=("cikm23",), default="cikm23")
     score.set_defaults(run=_score_generations)
     ev = commands.add_parser("evaluate", help="RAR against its baselines (chapter 6)", **sub)
-    ev.add_argument("--quick", action="store_true", help="a small run (what CI executes)")
+    ev.add_argument("--quick", action="store_true",
+                    help="the QUICK profile's sizes (rar_lite.profiles): what CI runs")
     ev.add_argument("--systems", nargs="+", help="default: all of popularity retriever dense "
                     "fused llm keyword rar-sft rar-fused rar-loop rar-generate")
     ev.add_argument("--datasets", nargs="+", help="default: simulated inspired (also: redial, "

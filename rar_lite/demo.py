@@ -17,6 +17,7 @@ import html
 import io
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -24,6 +25,9 @@ from rar_lite import parsing, rerank
 from rar_lite.conversations import Conversation, Turn
 from rar_lite.matching import TitleMatcher
 from rar_lite.retriever import Retriever
+
+if TYPE_CHECKING:
+    from rar_lite.profiles import Profile
 
 OPENER = "Hi! What would you like to watch?"
 
@@ -258,20 +262,21 @@ def build_demo(engine: DemoEngine, persona: str | None = None) -> Demo:
     return demo
 
 
-def chapter_engine(seed: int = 0, quick: bool = False, loop_train: int = 200,
-                   loop_rounds: int = 3, progress: bool = False) -> DemoEngine:
-    """The engine of chapter 8, from what chapters 3–5 built (cached, else built now): the SFT
-    LRURec and the same retriever after the feedback loop; chapter 4's tuned pointwise LLM, the
-    keyword rule and the retriever's own order as ranking modes."""
-    from rar_lite import feedback, loop_study, reranker_study
+def chapter_engine(seed: int = 0, profile: str | Profile = "full",
+                   progress: bool = False) -> DemoEngine:
+    """The engine of chapter 8, from what chapters 3–5 built at `profile`'s sizes (cached, else
+    built now): the SFT LRURec and the same retriever after the feedback loop; chapter 4's tuned
+    pointwise LLM, the keyword rule and the retriever's own order as ranking modes."""
+    from rar_lite import feedback, loop_study, profiles, reranker_study
     from rar_lite.llm import ResponseCache
 
-    setup = loop_study.loop_setup(seed, quick=quick, progress=progress)
-    tuned = reranker_study.chapter_backend(quick, setup.sets)
+    profile = profiles.get(profile)
+    setup = loop_study.loop_setup(seed, profile, progress=progress)
+    tuned = reranker_study.chapter_backend(profile, setup.sets)
     llm_ranker = loop_study.pointwise_reranker(setup, tuned, ResponseCache())
     loop = loop_study.run_feedback(setup, llm_ranker,
-                                   feedback.LoopConfig(rounds=loop_rounds, seed=seed),
-                                   loop_train, progress=progress)
+                                   feedback.LoopConfig(rounds=profile.loop_rounds, seed=seed),
+                                   profile.loop_train, progress=progress)
     return DemoEngine(setup.corpus, TitleMatcher(setup.corpus),
                       {"SFT retriever": setup.served,
                        "after the feedback loop": setup.served.with_model(loop.model)},

@@ -52,6 +52,7 @@ from rar_lite import (
     loop_study,
     pipeline,
     popularity,
+    profiles,
     real_reranker,
     realdata,
     rerank,
@@ -101,7 +102,9 @@ REFERENCE = {
 
 @dataclass
 class EvalConfig:
-    """What to evaluate; defaults are the chapter's full run (`EvalConfig.quick_run()`: CI)."""
+    """What to evaluate; defaults are the chapter's full run. `profile` names the
+    `profiles.Profile` whose cached artifacts (retrievers, tuned reranker, loop, judge) the
+    systems use; `EvalConfig.from_profile` also takes its sizes."""
 
     systems: tuple[str, ...] = tuple(SYSTEMS)
     datasets: tuple[str, ...] = ("simulated", "inspired")
@@ -113,14 +116,9 @@ class EvalConfig:
     n_generate: int = 10  # conversations per set for RAR in generation mode (seed 0)
     n_cost: int = 5  # simulated conversations timed with an empty LLM cache
     llm_tokens: int = 128  # new tokens for the LLM without retrieval (10 titles need ~120)
-    loop_train: int = 200  # chapter 5's training conversations per loop round
-    loop_rounds: int = 3
-    tune_conversations: int = 1000  # chapter 4's tuning (its cached adapter is reused)
-    tune_steps: int = 100
-    tune_batch: int = 16
-    n_dev: int | None = None  # INSPIRED dev turns used for fitting (None: all)
+    generation_tokens: int = 96  # new tokens for RAR in generation mode (5 titles)
     n_selection_simulated: int = 200  # simulated validation conversations choosing the weights
-    quick: bool = False
+    profile: str = "full"  # `profiles.PROFILES`: the sizes of the chapters' cached artifacts
     data_dirs: dict[str, str] | None = None  # name -> directory; default $RAR_LITE_<NAME>_DIR
     dev_dir: str | None = None  # INSPIRED's dev split; default $RAR_LITE_INSPIRED_DEV_DIR
 
@@ -133,20 +131,21 @@ class EvalConfig:
             raise ValueError(f"unknown dataset {unknown[0]!r}; choose from {', '.join(DATASETS)}")
         if not self.systems or not self.datasets or not self.seeds:
             raise ValueError("at least one system, one dataset and one seed are needed")
+        profiles.get(self.profile)  # an unknown name fails here
         if max(self.ks) > self.k:
             raise ValueError(f"metrics at {max(self.ks)} need rankings of k >= {max(self.ks)}")
         self.systems, self.datasets = tuple(self.systems), tuple(self.datasets)
         self.seeds, self.ks = tuple(int(s) for s in self.seeds), tuple(self.ks)
 
     @classmethod
-    def quick_run(cls, **overrides: object) -> EvalConfig:
-        """A run of a minute or two that exercises every system and both sets (CI)."""
-        sizes = {"seeds": (0, 1), "n_simulated": 6, "n_real": 6, "n_generate": 1,
-                 "n_cost": 1, "llm_tokens": 32, "loop_train": 6, "loop_rounds": 2,
-                 "tune_conversations": 8, "tune_steps": 2, "tune_batch": 4,
-                 "n_dev": real_reranker.QUICK_DEV,
-                 "n_selection_simulated": 12, "quick": True}
-        return cls(**{**sizes, **overrides})
+    def from_profile(cls, profile: str | profiles.Profile, **overrides: object) -> EvalConfig:
+        """The run at `profile`'s sizes (QUICK: a few minutes, every system and set; CI's)."""
+        chosen = profiles.get(profile)
+        return cls(**{**chosen.evaluation, "profile": chosen.name, **overrides})
+
+    def sizes(self) -> profiles.Profile:
+        """The profile of the chapters' artifacts this run reuses."""
+        return profiles.get(self.profile)
 
 
 @dataclass
@@ -411,7 +410,7 @@ def _fit_dense(config: EvalConfig, corpus: pd.DataFrame, sets: list[Conversation
         if rerank_weight and fit.train and fit.selection:  # real dev dialogue: tune on it
             fit.judge = real_reranker.tune_on_dialogue(
                 fit.fused(served, on_corpus), on_corpus, fit.train, fit.selection,
-                real_reranker.QUICK if config.quick else real_reranker.DialogueTuning(),
+                config.sizes().dialogue,
                 response_cache=responses, progress=progress)
             fit.rerank_weight, fit.rerank_table = fit.judge.weight, fit.judge.weight_table
         elif rerank_weight and tuned is not None and fit.selection:
@@ -427,7 +426,8 @@ def _fit_dense(config: EvalConfig, corpus: pd.DataFrame, sets: list[Conversation
         if inspired is None:
             inspired = _inspired(config, corpus)
         dev = realdata.load_dev(inspired, config.dev_dir) if inspired is not None else None
-        dev = dev[: config.n_dev] if dev and config.n_dev else dev
+        turns = config.sizes().dev_turns
+        dev = dev[:turns] if dev and turns else dev
         fitted_on = inspired if dev else real[0].dataset
         real_fit = realdata.fit(fitted_on.corpus, realdata.catalogue(fitted_on), served, dev,
                                 encoder, progress=progress)
@@ -522,14 +522,17 @@ def _run_system(system: str, data: ConversationSet, seeded: _Seeded, reranker: o
 
 def _llm_systems(tuned: TransformersBackend | None, zero_shot: TransformersBackend | None,
                  corpus: pd.DataFrame, matcher: TitleMatcher, responses: ResponseCache | None,
-                 llm_tokens: int = 128) -> tuple[object, object, object]:
+                 llm_tokens: int = 128, generation_tokens: int = 96
+                 ) -> tuple[object, object, object]:
     """(pointwise RAR reranker, generation-mode reranker, LLM without retrieval); None where
     the backend they need was not loaded."""
     pointwise = (rerank.PointwiseReranker(tuned, corpus, response_cache=responses)
                  if tuned is not None else None)
     if zero_shot is None:
         return pointwise, None, None
-    generation = rerank.GenerationReranker(zero_shot, corpus, matcher, response_cache=responses)
+    generation = rerank.GenerationReranker(zero_shot, corpus, matcher,
+                                           max_new_tokens=generation_tokens,
+                                           response_cache=responses)
     return pointwise, generation, OpenRecommender(zero_shot, matcher, n=10,
                                                   max_new_tokens=llm_tokens,
                                                   response_cache=responses)
@@ -564,7 +567,7 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     started = time.perf_counter()
     corpus = load_corpus()
     sets = simulate.simulated_sets(corpus, seed=loop_study.DATA_SEED)
-    setups = {seed: loop_study.loop_setup(seed, quick=config.quick, sets=sets)
+    setups = {seed: loop_study.loop_setup(seed, config.sizes(), sets=sets)
               for seed in config.seeds}
     first = setups[config.seeds[0]]
     matcher = TitleMatcher(corpus)
@@ -574,8 +577,7 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     needs_llm = {"llm", "rar-sft", "rar-fused", "rar-loop", "rar-generate"} & set(config.systems)
     tuned = None
     if {"rar-sft", "rar-fused", "rar-loop"} & set(config.systems):
-        tuned = reranker_study.chapter_backend(config.quick, sets, config.tune_conversations,
-                                               config.tune_steps, config.tune_batch)
+        tuned = reranker_study.chapter_backend(config.sizes(), sets)
     zero_shot = TransformersBackend() if {"llm", "rar-generate"} & set(config.systems) else None
     responses = ResponseCache() if needs_llm else None
     popular = PopularityRecommender(counts)
@@ -586,8 +588,8 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
         loop_model = None
         if "rar-loop" in config.systems:
             loop = loop_study.run_feedback(
-                setup, reader, feedback.LoopConfig(rounds=config.loop_rounds, seed=seed),
-                config.loop_train, progress=progress)
+                setup, reader, feedback.LoopConfig(rounds=config.sizes().loop_rounds, seed=seed),
+                config.sizes().loop_train, progress=progress)
             loop_model = loop.model
         seeded[seed] = _Seeded(setup, loop_model)
 
@@ -609,7 +611,7 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     pairs, records, timing = [], [], []
     for data in chosen_sets:
         _, generation, opener = _llm_systems(None, zero_shot, corpus, data.matcher, responses,
-                                             config.llm_tokens)
+                                             config.llm_tokens, config.generation_tokens)
         pointwise = (rerank.PointwiseReranker(tuned, data.corpus, response_cache=responses)
                      if tuned is not None else None)
         for system in config.systems:
@@ -652,7 +654,8 @@ def cost_table(config: EvalConfig, seeded: _Seeded, matcher: TitleMatcher,
                 continue
             empty = ResponseCache(Path(tmp) / f"{system}.sqlite")
             pointwise, generation, opener = _llm_systems(tuned, zero_shot, corpus, data.matcher,
-                                                         empty, config.llm_tokens)
+                                                         empty, config.llm_tokens,
+                                                         config.generation_tokens)
             began = time.perf_counter()
             done, _, _ = _run_system(system, data, seeded, pointwise, generation, opener,
                                      popular, config, progress=False)

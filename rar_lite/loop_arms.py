@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,9 @@ import pandas as pd
 from rar_lite import cache, dense, fusion, head_loop, pipeline, realdata, rerank, stats
 from rar_lite.conversations import Conversation
 from rar_lite.llm import ResponseCache
+
+if TYPE_CHECKING:
+    from rar_lite.profiles import Profile
 
 ARMS = {
     "a": "RAR-SFT (no loop)",
@@ -48,9 +52,7 @@ class Sizes:
     test: int = 300
     pool: int = 40
     n_dense: int = 300  # chapter 3's simulated conversations for the SFT head
-
-
-QUICK_SIZES = Sizes(loop=8, selection=6, test=4, pool=24, n_dense=40)
+    real_test: int | None = None  # INSPIRED test turns (None: all)
 
 
 @dataclass
@@ -69,32 +71,29 @@ class ArmSetup:
     notes: dict = field(default_factory=dict)
 
 
-def _lrurec(quick: bool, progress: bool) -> tuple[pd.DataFrame, object, object]:
+def _lrurec(profile: Profile, progress: bool) -> tuple[pd.DataFrame, object, object]:
     """(corpus, simulated sets, chapter 3's LRURec) — the same cached artifacts the chapters use."""
-    from rar_lite import retriever, simulate
-    from rar_lite.corpus import load_corpus
+    from rar_lite import loop_study
 
-    corpus = load_corpus()
-    sets = simulate.simulated_sets(corpus, seed=0, progress=False)
-    served, _ = retriever.fit_retriever(sets.split, "lrurec", seed=0, quick=quick,
-                                        progress=progress)
-    return corpus, sets, served
+    setup = loop_study.loop_setup(0, profile, progress=progress)
+    return setup.corpus, setup.sets, setup.served
 
 
-def simulated_setup(sizes: Sizes = Sizes(), quick: bool = False,
-                    responses: ResponseCache | None = None, encoder: object | None = None,
-                    progress: bool = False) -> ArmSetup:
-    """The simulated dataset: chapter 3's LRURec and dense fit (on the first `n_dense`
-    validation conversations), chapter 4's tuned pointwise reranker, and the three sets."""
-    from rar_lite import reranker_study
+def simulated_setup(profile: str | Profile = "full", responses: ResponseCache | None = None,
+                    encoder: object | None = None, progress: bool = False) -> ArmSetup:
+    """The simulated dataset at `profile`'s sizes (`Profile.arms`): chapter 3's LRURec and dense
+    fit (on the first `n_dense` validation conversations), chapter 4's tuned pointwise reranker,
+    and the three sets."""
+    from rar_lite import profiles, reranker_study
 
-    corpus, sets, served = _lrurec(quick, progress)
+    profile = profiles.get(profile)
+    sizes = profile.arms
+    corpus, sets, served = _lrurec(profile, progress)
     fit = realdata.fit(corpus, [int(i) for i in served.vocab.item_ids], served,
                        sets.valid[:sizes.n_dense], encoder, progress=progress)
     sft = fit.fused(served, corpus)
-    tuned = reranker_study.chapter_backend(quick, sets=sets)
-    tuning = reranker_study.training_conversations(
-        sets, reranker_study.chapter_train_size(quick), seed=0)
+    tuned = reranker_study.chapter_backend(profile, sets=sets)
+    tuning = reranker_study.training_conversations(sets, profile.tune_conversations, seed=0)
     parts = simulated_parts(sets.valid, sets.test, sets.valid[:sizes.n_dense], tuning, sizes)
     judge = rerank.PointwiseReranker(tuned, corpus, response_cache=responses or ResponseCache())
     weight, _ = realdata.choose_rerank_weight(judge, sft, parts["selection"], progress=progress)
@@ -123,22 +122,25 @@ def simulated_parts(valid: list[Conversation], test: list[Conversation],
     return parts
 
 
-def inspired_setup(sizes: Sizes = Sizes(), quick: bool = False,
-                   responses: ResponseCache | None = None, progress: bool = False,
+def inspired_setup(profile: str | Profile = "full", responses: ResponseCache | None = None,
+                   progress: bool = False,
                    data: tuple[object, list[Conversation] | None] | None = None
                    ) -> ArmSetup | None:
-    """INSPIRED (None when its files are not here): chapter 4's fit on the dev dialogues and
-    its judge that reads real seekers (`real_reranker.chapter_judge`, cached), the fusion's
-    selection dialogues split by dialogue into loop and selection halves, and the test split.
+    """INSPIRED at `profile`'s sizes (None when its files are not here): chapter 4's fit on the
+    dev dialogues and its judge that reads real seekers (`real_reranker.chapter_judge`, cached),
+    the fusion's selection dialogues split by dialogue into loop and selection halves, and the
+    test split.
     `data`: (dataset, dev turns) already loaded (`realdata.chapter_inspired`)."""
-    from rar_lite import real_reranker
+    from rar_lite import profiles, real_reranker
     from rar_lite.corpus import load_corpus
 
+    profile = profiles.get(profile)
+    sizes = profile.arms
     inspired, dev = data if data is not None else realdata.load_inspired(load_corpus())
     if inspired is None or not dev:
         return None
-    _, _, served = _lrurec(quick, progress)
-    fit, judge = real_reranker.chapter_judge(served, quick, progress=progress,
+    _, _, served = _lrurec(profile, progress)
+    fit, judge = real_reranker.chapter_judge(served, profile, progress=progress,
                                              data=(inspired, dev))
     sft = fit.fused(served, inspired.corpus)
     responses = responses or ResponseCache()
@@ -148,7 +150,7 @@ def inspired_setup(sizes: Sizes = Sizes(), quick: bool = False,
                                                       "selection": min(len(fit.selection) - half,
                                                                        sizes.selection)},
                                       group=dialogue)
-    test = inspired.conversations[:sizes.test] if quick else inspired.conversations
+    test = inspired.conversations[:sizes.real_test]
     reader = judge.reranker(inspired.corpus, responses)
     return ArmSetup("inspired", sft, parts["loop"], parts["selection"], test, reader,
                     rerank.InterpolatedReranker(reader, judge.weight), sizes,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rar_lite import cache, feedback, pipeline, rerank, retriever, simulate
+from rar_lite import cache, feedback, pipeline, profiles, rerank, retriever, simulate
 from rar_lite.conversations import Conversation
 from rar_lite.corpus import load_corpus
 from rar_lite.llm import ResponseCache, TransformersBackend
@@ -32,14 +32,14 @@ class LoopSetup:
     run_directory: Path  # where its training run lives (identifies it)
 
 
-def loop_setup(seed: int = 0, quick: bool = False, progress: bool = False,
-               sets: simulate.SimulatedSets | None = None) -> LoopSetup:
-    """Data (seed 0; pass `sets` to reuse them) and the chapter-3 LRURec trained with `seed`
-    (cached)."""
+def loop_setup(seed: int = 0, profile: str | profiles.Profile = profiles.FULL,
+               progress: bool = False, sets: simulate.SimulatedSets | None = None) -> LoopSetup:
+    """Data (seed 0; pass `sets` to reuse them) and the chapter-3 LRURec trained with `seed` at
+    `profile`'s epochs (cached)."""
     corpus = load_corpus()
     sets = sets or simulate.simulated_sets(corpus, seed=DATA_SEED, progress=progress)
-    served, result = retriever.fit_retriever(sets.split, "lrurec", seed=seed, quick=quick,
-                                             progress=progress)
+    served, result = retriever.fit_retriever(sets.split, "lrurec", seed=seed, progress=progress,
+                                             **profiles.get(profile).retriever_overrides())
     return LoopSetup(corpus, sets, served, result.directory)
 
 

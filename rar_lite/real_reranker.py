@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -33,6 +34,9 @@ from rar_lite.conversations import Conversation
 from rar_lite.llm import ResponseCache, TransformersBackend
 from rar_lite.rerank import PointwiseReranker
 from rar_lite.tune import Example, TuneConfig, pointwise_examples, snapshot_dir, tune_pointwise
+
+if TYPE_CHECKING:
+    from rar_lite.profiles import Profile
 
 
 @dataclass(frozen=True)
@@ -63,13 +67,6 @@ class DialogueTuning:
         """The candidate numbers of steps, 0 (untuned) first."""
         inside = sorted({s for s in self.snapshots if 0 < s < self.tune.steps})
         return [0, *inside, self.tune.steps]
-
-
-#: The same procedure at CI size: two steps, the untuned model the only other choice, and the
-#: first `QUICK_DEV` dev turns.
-QUICK = DialogueTuning(tune=TuneConfig(steps=2, batch_size=4, lr=3e-4, negatives=3),
-                       snapshots=(), n_simulated=8)
-QUICK_DEV = 40
 
 
 def hard_pools(retriever: object, conversations: list[Conversation],
@@ -180,26 +177,28 @@ def tune_on_dialogue(retriever: object, corpus: pd.DataFrame, train: list[Conver
                             weight_table, result.history, result.seconds, judge.backend)
 
 
-def chapter_judge(served: object | None, quick: bool = False, seed: int = 0,
+def chapter_judge(served: object | None, profile: str | Profile = "full", seed: int = 0,
                   progress: bool = False,
                   data: tuple[object, list[Conversation] | None] | None = None
                   ) -> tuple[realdata.RealRetrieval, DialogueReranker] | None:
     """Chapter 4's real-seekers section: the retriever fitted on INSPIRED's dev dialogues (LRURec
-    `served` in the fusion) and the judge tuned on them; None (with `realdata.MISSING_DATA`
+    `served` in the fusion) and the judge tuned on them, at `profile`'s sizes; None (with `realdata.MISSING_DATA`
     printed) when INSPIRED is not here. `data`: (dataset, dev turns) already loaded, e.g. by
     `realdata.chapter_inspired`, which has said why when they are absent."""
+    from rar_lite import profiles
     from rar_lite.corpus import load_corpus
 
+    profile = profiles.get(profile)
     inspired, dev = data if data is not None else realdata.load_inspired(load_corpus())
     if inspired is None or not dev:
         if data is None:
             print(realdata.MISSING_DATA)
         return None
-    dev = dev[:QUICK_DEV] if quick else dev
+    dev = dev[:profile.dev_turns] if profile.dev_turns else dev
     fit = realdata.fit(inspired.corpus, realdata.catalogue(inspired), served, dev, seed=seed,
                        progress=progress)
     judge = tune_on_dialogue(fit.fused(served, inspired.corpus), inspired.corpus, fit.train,
-                             fit.selection, QUICK if quick else DialogueTuning(), seed=seed,
+                             fit.selection, profile.dialogue, seed=seed,
                              response_cache=ResponseCache(), progress=progress)
     return fit, judge
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rar_lite import prompts, rerank, retriever, simulate
+from rar_lite import profiles, prompts, rerank, retriever, simulate
 from rar_lite.conversations import Conversation, Turn
 from rar_lite.corpus import load_corpus
 from rar_lite.tune import Example, pointwise_examples
@@ -36,14 +36,14 @@ class StudySetup:
 
 
 def study_setup(n_conversations: int = 150, k: int = 20, seed: int = 0,
-                quick: bool = False, progress: bool = False,
+                profile: str | profiles.Profile = profiles.FULL, progress: bool = False,
                 sets: simulate.SimulatedSets | None = None) -> StudySetup:
-    """Simulated sets (simulated with `seed`, or `sets` when given), the chapter-3 LRURec
-    (cached), and `n_conversations` validation cases."""
+    """Simulated sets (simulated with `seed`, or `sets` when given), the chapter-3 LRURec at
+    `profile`'s epochs (cached), and `n_conversations` validation cases."""
     corpus = load_corpus()
     sets = sets or simulate.simulated_sets(corpus, seed=seed, progress=progress)
-    served, _ = retriever.fit_retriever(sets.split, "lrurec", seed=seed, quick=quick,
-                                        progress=progress)
+    served, _ = retriever.fit_retriever(sets.split, "lrurec", seed=seed, progress=progress,
+                                        **profiles.get(profile).retriever_overrides())
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(sets.valid), size=min(n_conversations, len(sets.valid)),
                                replace=False))
@@ -170,31 +170,19 @@ def tuned_backend(setup: StudySetup, config=None, n_train: int = 1000, seed: int
     return TransformersBackend(adapter=result.adapter), result
 
 
-def chapter_tuning(quick: bool = False, sets: simulate.SimulatedSets | None = None,
-                   n_train: int | None = None, steps: int | None = None,
-                   batch_size: int | None = None):
-    """(backend, TuneResult) of chapter 4's tuned pointwise reranker with the chapter's settings
-    (QUICK: 8 conversations, 2 steps of 4), for the later chapters; the adapter chapter 4 cached
-    is reused."""
-    from rar_lite.tune import TuneConfig
-
-    study = study_setup(4 if quick else 100, seed=0, quick=quick, sets=sets)
-    defaults = TuneConfig()
-    config = TuneConfig(steps=steps or (2 if quick else defaults.steps),
-                        batch_size=batch_size or (4 if quick else defaults.batch_size), seed=0)
-    return tuned_backend(study, config, n_train=n_train or chapter_train_size(quick))
+def chapter_tuning(profile: str | profiles.Profile = profiles.FULL,
+                   sets: simulate.SimulatedSets | None = None):
+    """(backend, TuneResult) of chapter 4's tuned pointwise reranker at `profile`'s sizes, for
+    the later chapters; the adapter chapter 4 cached is reused."""
+    profile = profiles.get(profile)
+    study = study_setup(4, seed=0, profile=profile, sets=sets)
+    return tuned_backend(study, profile.tune, n_train=profile.tune_conversations)
 
 
-def chapter_train_size(quick: bool = False) -> int:
-    """How many training conversations chapter 4's reranker is tuned on (QUICK: 8)."""
-    return 8 if quick else 1000
-
-
-def chapter_backend(quick: bool = False, sets: simulate.SimulatedSets | None = None,
-                    n_train: int | None = None, steps: int | None = None,
-                    batch_size: int | None = None):
+def chapter_backend(profile: str | profiles.Profile = profiles.FULL,
+                    sets: simulate.SimulatedSets | None = None):
     """The backend of `chapter_tuning` alone."""
-    return chapter_tuning(quick, sets, n_train, steps, batch_size)[0]
+    return chapter_tuning(profile, sets)[0]
 
 
 def describe(table: pd.DataFrame, metric: str = "ndcg@10") -> str:

@@ -349,27 +349,21 @@ class Retriever:
         return self.topk([history], k)[0][0].tolist()
 
 
-#: Settings used by the book (see scripts/bench_retriever.py for how they compare).
-QUICK_EPOCHS = 3
-
-
-def fit_retriever(split: Split, model: str = "lrurec", seed: int = 0, quick: bool = False,
+def fit_retriever(split: Split, model: str = "lrurec", seed: int = 0,
                   progress: bool = True, directory: Path | None = None,
                   **overrides: float) -> tuple[Retriever, TrainResult]:
     """Train `model` on `split` (or resume / load a finished run from the cache) and serve it.
 
     The run lives in `cache_dir()/retriever/<model>-<fingerprint>` unless `directory` is given;
     the fingerprint covers the settings and the item vocabulary, so a finished run is loaded,
-    not retrained. `quick` trains `QUICK_EPOCHS` epochs only (it exercises every code path, it
-    does not reach the published accuracy). `overrides` set `ModelConfig` / `TrainConfig` fields.
+    not retrained. `overrides` set `ModelConfig` / `TrainConfig` fields (a profile's capped
+    epochs: `profiles.Profile.retriever_overrides`).
     """
     vocab = ItemVocab(split.items)
     model_fields = set(ModelConfig.__dataclass_fields__)
     model_config = ModelConfig(model=model, n_items=len(vocab),
                                **{k: v for k, v in overrides.items() if k in model_fields})
     train_values = {k: v for k, v in overrides.items() if k not in model_fields}
-    if quick:
-        train_values["epochs"] = QUICK_EPOCHS
     train_config = TrainConfig(seed=seed, **train_values)
     if directory is None:
         key = cache.fingerprint(_config_record(model_config, train_config, vocab),

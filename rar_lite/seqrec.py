@@ -122,7 +122,7 @@ def parallel_scan(u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """
     h, power, offset = u, lam, 1
     while offset < u.size(1):
-        shifted = torch.cat([torch.zeros_like(h[:, :offset]), h[:, :-offset]], dim=1)
+        shifted = nn.functional.pad(h[:, :-offset], (0, 0, offset, 0))  # zeros in front
         h = h + power * shifted
         power = power * power
         offset *= 2

@@ -41,7 +41,7 @@ def main() -> None:
 
     setup = loop_study.loop_setup(args.seed)
     study = reranker_study.study_setup(args.valid, seed=0, sets=setup.sets)
-    sft_backend, tuning = reranker_study.chapter_tuning(False, setup.sets)
+    sft_backend, tuning = reranker_study.chapter_tuning("full", setup.sets)
     responses = llm.ResponseCache()
     sft = rerank.PointwiseReranker(sft_backend, setup.corpus, response_cache=responses)
     mine = loop_study.sample_conversations(setup.sets.train, args.mine, seed=args.seed + 1)

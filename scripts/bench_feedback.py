@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import head_loop, llm, loop_arms
+from rar_lite import head_loop, llm, loop_arms, profiles
 
 
 def main() -> None:
@@ -36,12 +36,13 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["simulated", "inspired"],
                         choices=["simulated", "inspired"])
     parser.add_argument("--rounds", type=int, default=head_loop.HeadLoopConfig().rounds)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (checks the wiring)")
+    parser.add_argument("--profile", default="full", choices=sorted(profiles.PROFILES),
+                        help="sizes (quick: tiny, checks the wiring)")
     parser.add_argument("--out", type=Path, default=Path("results/bench_feedback.json"))
     args = parser.parse_args()
 
     responses = llm.ResponseCache()
-    sizes = loop_arms.QUICK_SIZES if args.quick else loop_arms.Sizes()
+    sizes = profiles.get(args.profile).arms
     config = head_loop.HeadLoopConfig(rounds=args.rounds)
     out: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                  "args": {k: str(v) for k, v in vars(args).items()},
@@ -51,7 +52,7 @@ def main() -> None:
     for name in args.datasets:
         started = time.perf_counter()
         make = loop_arms.simulated_setup if name == "simulated" else loop_arms.inspired_setup
-        setup = make(sizes, quick=args.quick, responses=responses, progress=True)
+        setup = make(args.profile, responses=responses, progress=True)
         if setup is None:
             print(f"{name}: the data is not here; skipped")
             continue

@@ -5,6 +5,11 @@ results/bench_reranker.json. Answers are cached (the chapter reuses them); laten
 measured separately with the cache off.
 
     .venv/bin/python scripts/bench_reranker.py [--n 100] [--n-generation 20] [--train 1000]
+
+`--latency-only --out FILE` measures the tuned pointwise reranker alone (the issue-20 bar): its
+seconds per conversation of 20 candidates with the answer cache off, and, in the same run as the
+machine's reference, one forward pass of the same model over a 600-token prompt; the ratio of the
+two; and whether its rankings equal those of the unbatched path (every prompt encoded whole).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +38,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=TuneConfig().steps)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/bench_reranker.json"))
+    parser.add_argument("--latency-only", action="store_true",
+                        help="time the tuned pointwise reranker only (see the docstring)")
+    parser.add_argument("--n-latency", type=int, default=10,
+                        help="conversations timed with --latency-only")
     args = parser.parse_args()
+    if args.latency_only:
+        return latency_only(args)
 
     setup = reranker_study.study_setup(args.n, seed=args.seed, progress=False)
     responses = llm.ResponseCache()
@@ -80,6 +93,53 @@ def main() -> None:
         "tuning_seconds": result.seconds, "tuning_history": result.history.to_dict("list"),
         "table": table.reset_index(names="reranker").to_dict("records"),
     }, indent=2))
+    print(f"wrote {args.out}")
+
+
+def forward_seconds(backend: llm.TransformersBackend, text: str, tokens: int = 600,
+                    repeats: int = 5) -> float:
+    """Median seconds of one forward pass (last position's logits) over `tokens` tokens."""
+    import torch
+
+    ids = backend.tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = (ids * (tokens // max(1, len(ids)) + 1))[:tokens]
+    batch = torch.tensor([ids], device=backend.device)
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):  # the first pass warms up
+            started = time.perf_counter()
+            backend.lm(input_ids=batch, logits_to_keep=1)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
+def latency_only(args: argparse.Namespace) -> None:
+    setup = reranker_study.study_setup(args.n_latency, seed=args.seed, progress=False)
+    tuned, _ = reranker_study.tuned_backend(
+        setup, TuneConfig(steps=args.steps, seed=args.seed), n_train=args.train)
+    reranker = rerank.PointwiseReranker(tuned, setup.corpus)  # no answer cache
+    reranker_study.run(reranker, setup.conversations[:1], setup.candidates[:1])  # warm-up
+    rankings, seconds = reranker_study.run(reranker, setup.conversations, setup.candidates)
+    forward = forward_seconds(tuned, reranker_study.example_prompt(setup, 0))
+    identical, largest = True, 0.0
+    for conversation, pool, ranking in zip(setup.conversations, setup.candidates, rankings):
+        texts = reranker.prompt_texts(conversation, list(pool))
+        logits = tuned.last_logits(texts, batch_size=20)  # every prompt whole
+        whole = (logits[:, reranker.yes] - logits[:, reranker.no]).tolist()
+        order = [pool[i] for i in sorted(range(len(pool)), key=lambda i: -whole[i])]
+        identical &= order == list(ranking.items)
+        fast = dict(zip(ranking.items, ranking.scores))
+        largest = max(largest, max(abs(fast[c] - w) for c, w in zip(pool, whole)))
+    record = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          "dtype": str(tuned.dtype), "device": tuned.device},
+              "model": tuned.model, "conversations": len(rankings),
+              "candidates": len(setup.candidates[0]),
+              "seconds_per_conversation": seconds, "forward_600_tokens_seconds": forward,
+              "ratio": seconds / forward, "identical_rankings": identical,
+              "largest_score_difference": largest}
+    print(json.dumps(record, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2))
     print(f"wrote {args.out}")
 
 

@@ -81,8 +81,9 @@ def test_notebook_form(notebook: Path) -> None:
     assert all(not c.outputs and c.execution_count is None for c in code), "commit stripped"
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and params[0] is code[0], "first code cell is the parameters cell"
-    for name in ("SEED", "QUICK"):
+    for name in ("SEED", "PROFILE"):
         assert f"{name} =" in params[0].source
+    assert "QUICK" not in "".join(c.source for c in code), "sizes come from rar_lite.profiles"
     assert nb.cells[0].cell_type == "markdown" and "You will learn" in nb.cells[0].source
 
 
@@ -117,7 +118,7 @@ def staged_book() -> Path:
 @pytest.mark.notebooks
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=str)
 def test_notebook_runs_in_quick_mode(staged_book: Path, notebook: Path) -> None:
-    build_book.execute(staged_book / notebook, quick=True)
+    build_book.execute(staged_book / notebook, "quick")
     nb = nbformat.read(staged_book / notebook, as_version=4)
     assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
 
@@ -127,7 +128,7 @@ def test_chapter_6_runs_without_real_data(staged_book: Path, monkeypatch) -> Non
     """A fresh clone has no INSPIRED beside it: chapter 6 says where to get it, skips it and
     still runs every simulated part (`make test` in CI has the data, so this is the one run
     that takes the other branch)."""
-    from rar_lite import download
+    from rar_lite import download, profiles
 
     for variable in (download.dataset_env("inspired"), download.DEV_ENV, download.DATA_ENV):
         monkeypatch.delenv(variable, raising=False)
@@ -135,7 +136,7 @@ def test_chapter_6_runs_without_real_data(staged_book: Path, monkeypatch) -> Non
     copy = staged_book / "notebooks" / "no_real_data_06.ipynb"
     copy.write_bytes((ROOT / "notebooks" / "06_evaluation.ipynb").read_bytes())
     try:
-        build_book.execute(copy, quick=True)
+        build_book.execute(copy, "quick", profiles.QUICK.parameters("06_evaluation"))
         nb = nbformat.read(copy, as_version=4)
     finally:
         copy.unlink()

@@ -160,7 +160,7 @@ def test_chapter_judge_without_real_data_says_where_to_get_it(corpus, monkeypatc
 
     monkeypatch.delenv("RAR_LITE_INSPIRED_DIR", raising=False)
     monkeypatch.delenv(realdata.DEV_ENV, raising=False)
-    assert real_reranker.chapter_judge(None, quick=True) is None
+    assert real_reranker.chapter_judge(None, "quick") is None
     assert capsys.readouterr().out.strip() == realdata.MISSING_DATA
 
 
@@ -175,7 +175,7 @@ def test_chapter_inspired_follows_the_datasets_parameter(corpus, monkeypatch, ca
     data = realdata.chapter_inspired(corpus, ("simulated", "inspired"))
     assert data == (None, None)
     assert capsys.readouterr().out.strip() == realdata.MISSING_DATA
-    assert real_reranker.chapter_judge(None, quick=True, data=data) is None
+    assert real_reranker.chapter_judge(None, "quick", data=data) is None
     assert capsys.readouterr().out == ""
     with pytest.raises(ValueError, match="DATASETS: unknown dataset 'inspird'"):
         realdata.chapter_inspired(corpus, ["inspird"])
