@@ -36,10 +36,12 @@ $(STAMP): pyproject.toml
 book: install
 	$(BIN)/python -m rar_lite.build_book --mode full
 
-# Tests: unit tests plus every notebook executed in QUICK mode and the book built (in
-# $(QUICK_HTML)), then that book read offline in headless Chromium.
+# Tests: unit tests plus every notebook executed at the quick profile's sizes and the book built
+# (in $(QUICK_HTML)), then that book read offline in headless Chromium. Two pytest-xdist workers
+# with whole files as units: tests/test_book.py, whose notebooks build on each other, runs in
+# order on one, the unit tests on the other (one torch thread each in-process: tests/conftest.py).
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 	$(MAKE) --no-print-directory check-book BOOK_HTML=$(QUICK_HTML)
 
 # Every page of the built book opened in headless Chromium with the network off: fails on a

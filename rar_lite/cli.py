@@ -20,9 +20,10 @@ and exits with 1; `--debug` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -168,13 +169,34 @@ def validate_evaluate(args: argparse.Namespace) -> Any:
     return config
 
 
+@contextlib.contextmanager
+def library_bars(show: bool) -> Iterator[None]:
+    """With `show` False, the libraries' own progress bars (model and weight loading in
+    transformers and huggingface_hub) are off inside the block; the package's bars follow
+    each function's `progress` argument."""
+    if show:
+        yield
+        return
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+        enable_progress_bars()
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from rar_lite import evaluation
 
     config = validate_evaluate(args)
-    result = evaluation.evaluate(config, progress=not args.no_progress)
+    with library_bars(show=not args.no_progress):
+        result = evaluation.evaluate(config, progress=not args.no_progress)
     pd.set_option("display.width", 200)
     for dataset in config.datasets:
         for condition in evaluation.CONDITIONS:

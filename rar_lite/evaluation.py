@@ -566,8 +566,8 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     config = config or EvalConfig()
     started = time.perf_counter()
     corpus = load_corpus()
-    sets = simulate.simulated_sets(corpus, seed=loop_study.DATA_SEED)
-    setups = {seed: loop_study.loop_setup(seed, config.sizes(), sets=sets)
+    sets = simulate.simulated_sets(corpus, seed=loop_study.DATA_SEED, progress=progress)
+    setups = {seed: loop_study.loop_setup(seed, config.sizes(), progress=progress, sets=sets)
               for seed in config.seeds}
     first = setups[config.seeds[0]]
     matcher = TitleMatcher(corpus)

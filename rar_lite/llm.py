@@ -787,9 +787,3 @@ class TransformersBackend:
                 answers += [prefix + a for a in
                             self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         return answers
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """(result, seconds) of calling `fn`."""
-    start = time.perf_counter()
-    return fn(), time.perf_counter() - start

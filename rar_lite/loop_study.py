@@ -3,9 +3,9 @@
 
 The conversations (simulated with data seed 0) and the chapter-4 tuned reranker stay fixed; the
 retriever and the loop take the model seed. For one seed: the supervised LRURec of chapter 3 (π_ref,
-cached), the feedback loop on `n_train` training conversations (cached per round), and three
-systems on held-out *test* conversations: the retriever alone, RAR with the SFT retriever, and
-RAR with the retriever after the loop.
+cached), the feedback loop on `n_train` training conversations (cached per round), and four
+systems on held-out *test* conversations (`compare`): the retriever alone, RAR with the SFT
+retriever, RAR with the retriever after the loop, and that retriever alone.
 """
 
 from __future__ import annotations

@@ -66,11 +66,11 @@ FULL = Profile("full")
 
 QUICK = Profile(
     "quick",
-    retriever_epochs=3,
+    retriever_epochs=2,
     tune_conversations=8,
     tune=TuneConfig(steps=2, batch_size=4, seed=0),
     loop_train=6,
-    loop_rounds=2,
+    loop_rounds=1,
     # the same procedure: two steps, the untuned model the only other choice
     dialogue=DialogueTuning(tune=TuneConfig(steps=2, batch_size=4, lr=3e-4, negatives=3),
                             snapshots=(), n_simulated=8),
@@ -81,7 +81,8 @@ QUICK = Profile(
     notebooks={
         "01_movie_corpus": {"ROUND_TRIP_SAMPLE": 200},
         "02_conversations": {"N_USERS": 60, "TRAIN_PER_USER": 2},
-        "04_llm_reranker": {"N_CONVERSATIONS": 4, "N_GENERATION": 1, "N_LATENCY": 1},
+        "03_retriever": {"N_SERVING": 100},
+        "04_llm_reranker": {"N_CONVERSATIONS": 2, "N_GENERATION": 1, "N_LATENCY": 1},
         "05_feedback_loop": {"N_TEST": 6, "ZERO_SHOT_TRAIN": 2, "ARM_SEEDS": (0,),
                              "HEAD_ROUNDS": 2},
         "06_evaluation": {"SEEDS": (0,)},

@@ -24,6 +24,10 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if found is not None and not os.environ.get(variable):  # the Makefile may set it empty
             os.environ[variable] = str(found)
     os.environ.pop(download.DATA_ENV, None)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share two cores: one thread each
+        import torch  # (the notebooks' kernels are processes of their own, with two)
+
+        torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("rar-lite-cache")
     previous = os.environ.get("RAR_LITE_CACHE")
     os.environ["RAR_LITE_CACHE"] = str(path)

@@ -1,7 +1,9 @@
 """The book: table of contents in step with the files, notebooks in the committed form, every
 notebook executed in QUICK mode, and the Jupyter Book build passing with -W and loading nothing
 from the network. The QUICK book is built in _build/quick, where `make test` then opens every
-page in headless Chromium (`make check-book`, rar_lite.book_check)."""
+page in headless Chromium (`make check-book`, rar_lite.book_check). The notebooks build on each
+other (one session cache), so this file runs whole, in order, on one xdist worker (`make test`
+uses `--dist loadfile`)."""
 
 import re
 import textwrap

@@ -302,8 +302,10 @@ def test_evaluate_command_end_to_end(tmp_path: Path, corpus, matcher, capsys) ->
                      "retriever", "keyword", "--seeds", "0", "--n-simulated", "4",
                      "--data-dir", f"inspired={data}", "--out", str(out)])
     assert code == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "GPT-4, zero-shot (He et al. 2023)" in printed and "cost (empty LLM cache)" in printed
+    assert "it/s]" not in captured.err and "%|" not in captured.err  # --no-progress: no bar
 
     per_pair = pd.read_csv(out / "per_pair.csv")
     rankings = [json.loads(line) for line in (out / "rankings.jsonl").read_text().splitlines()]

@@ -45,7 +45,7 @@ def test_quick_is_smaller_than_full() -> None:
     quick, full = profiles.QUICK, profiles.FULL
     assert quick.retriever_epochs and quick.retriever_epochs < 10
     assert quick.tune.steps < full.tune.steps and quick.tune_conversations < full.tune_conversations
-    assert quick.loop_train < full.loop_train and quick.loop_rounds <= full.loop_rounds
+    assert quick.loop_train < full.loop_train and 1 <= quick.loop_rounds <= full.loop_rounds
     assert quick.dialogue.tune.steps < full.dialogue.tune.steps and quick.dev_turns
     for size in fields(loop_arms.Sizes):
         small, big = getattr(quick.arms, size.name), getattr(full.arms, size.name)
