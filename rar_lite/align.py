@@ -3,7 +3,7 @@
 RAR keeps its LLM frozen; with a small open model we can also teach the generator from its own
 mistakes. Starting from chapter 4's supervised (SFT) pointwise reranker:
 
-1. **Mine pairs** (`preference_pairs`): on training conversations, the SFT reranker scores the
+1. **Mine pairs** (`mistake_pairs`): on training conversations, the SFT reranker scores the
    retrieved candidates (the target among them); its own best-scored *wrong* candidate is the
    mistake to unlearn. Each conversation gives two DPO examples on the pointwise prompt: for the
    target's prompt, chosen "yes" / rejected "no"; for the mistake's prompt, chosen "no" /
@@ -102,8 +102,8 @@ class AlignResult:
     seconds: float
 
 
-def preference_pairs(reranker: PointwiseReranker, conversations: list[Conversation],
-                     candidates: list[list[int]], progress: bool = False) -> list[dict]:
+def mistake_pairs(reranker: PointwiseReranker, conversations: list[Conversation],
+                  candidates: list[list[int]], progress: bool = False) -> list[dict]:
     """Two DPO examples per conversation whose candidates hold its target (see the module
     docstring): {"prompt", "chosen", "rejected", "conversation_id", "kind"}; kind "target" or
     "mistake". The prompts are the reranker's own chat-formatted pointwise prompts."""

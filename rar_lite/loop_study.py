@@ -61,8 +61,8 @@ def pointwise_reranker(setup: LoopSetup, backend: TransformersBackend | None = N
 
 def validate(setup: LoopSetup, model=None) -> dict[str, float]:
     """The retriever's leave-one-out validation NDCG@10 / Recall@10 (default: the SFT model)."""
-    scores = retriever.evaluate(model or setup.served.model, setup.sets.split,
-                                setup.served.vocab, "valid")
+    scores = retriever.evaluate_split(model or setup.served.model, setup.sets.split,
+                                      setup.served.vocab, "valid")
     return {k: scores[k] for k in ("ndcg@10", "recall@10")}
 
 

@@ -6,7 +6,7 @@
   safetensors + JSON, so an interrupted run resumes where it stopped and ends with the same
   numbers as an uninterrupted one (each epoch's shuffling and dropout are seeded by
   (seed, epoch)).
-- `evaluate`: the leave-one-out protocol: full ranking over all items, the user's history
+- `evaluate_split`: the leave-one-out protocol: full ranking over all items, the user's history
   masked, NDCG/Recall/MRR at 1, 5, 10, 20 (`rar_lite.metrics`).
 - `Retriever`: a trained model plus its vocabulary: candidates for histories (one or a batch),
   exact top-K through a FAISS inner-product index, popularity fallback for empty histories.
@@ -95,9 +95,10 @@ def score_histories(model: SequentialRecommender, histories: list[list[int]],
     return torch.cat(out) if out else torch.empty(0, model.config.n_items)
 
 
-def evaluate(model: SequentialRecommender, split: Split, vocab: ItemVocab,
-             which: str = "valid", ks: tuple[int, ...] = metrics.DEFAULT_KS,
-             return_ranks: bool = False) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
+def evaluate_split(model: SequentialRecommender, split: Split, vocab: ItemVocab,
+                   which: str = "valid", ks: tuple[int, ...] = metrics.DEFAULT_KS,
+                   return_ranks: bool = False
+                   ) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
     """Leave-one-out metrics over all users: full ranking, the user's history masked."""
     if which not in ("valid", "test"):
         raise ValueError(f"which must be 'valid' or 'test', got {which!r}")
@@ -218,7 +219,7 @@ def train_retriever(split: Split, vocab: ItemVocab, model_config: ModelConfig,
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.clip_norm)
             optimizer.step()
             losses.append(loss.item())
-        valid = evaluate(model, split, vocab, "valid")
+        valid = evaluate_split(model, split, vocab, "valid")
         seconds = time.perf_counter() - started
         state["history"].append({"epoch": epoch, "loss": float(np.mean(losses)),
                                  "seconds": seconds, **{f"valid_{k}": v for k, v in valid.items()}})

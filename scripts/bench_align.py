@@ -46,7 +46,7 @@ def main() -> None:
     sft = rerank.PointwiseReranker(sft_backend, setup.corpus, response_cache=responses)
     mine = loop_study.sample_conversations(setup.sets.train, args.mine, seed=args.seed + 1)
     pools = rerank.candidate_sets(mine, setup.served.topk, k=20)
-    pairs = align.preference_pairs(sft, mine, pools, progress=True)
+    pairs = align.mistake_pairs(sft, mine, pools, progress=True)
     kinds = pd.Series([p["kind"] for p in pairs])
     before = pd.Series(align.margins(sft, pairs)).groupby(kinds).mean()
     print(f"{len(pairs)} pairs from {len(mine)} conversations", flush=True)

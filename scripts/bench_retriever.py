@@ -37,7 +37,7 @@ def main() -> None:
     for model in args.models:
         for seed in args.seeds:
             served, result = retriever.fit_retriever(split, model=model, seed=seed)
-            test = retriever.evaluate(result.model, split, served.vocab, "test", ks=KS)
+            test = retriever.evaluate_split(result.model, split, served.vocab, "test", ks=KS)
             history = result.history
             runs.append({"model": model, "seed": seed, "epochs": int(len(history)),
                          "best_epoch": result.best_epoch,

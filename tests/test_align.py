@@ -47,7 +47,7 @@ def test_pairs_come_from_the_models_own_mistake() -> None:
     reranker = _FakeReranker([7, 3, 5, 9])
     conversations = [_conversation("a", 5, "x"), _conversation("b", 7, "y"),
                      _conversation("c", 4, "z")]
-    pairs = align.preference_pairs(reranker, conversations, [[3, 5, 9], [9, 7, 3], [3, 9]])
+    pairs = align.mistake_pairs(reranker, conversations, [[3, 5, 9], [9, 7, 3], [3, 9]])
     assert [(p["conversation_id"], p["kind"], p["prompt"], p["chosen"], p["rejected"])
             for p in pairs] == [
         ("a", "target", "a: prompt(5)", "yes", "no"),
@@ -72,7 +72,7 @@ def test_tiny_dpo_run_moves_margins_and_loads_back(corpus, items, tmp_path: Path
     reranker = rerank.PointwiseReranker(llm.TransformersBackend(adapter=sft.adapter), corpus)
     conversations = [_conversation("kids", items[1], "A funny animated movie for my kids."),
                      _conversation("heist", items[0], "A tense crime thriller with a heist.")]
-    pairs = align.preference_pairs(reranker, conversations, [items, items])
+    pairs = align.mistake_pairs(reranker, conversations, [items, items])
     assert len(pairs) == 4
     config = align.AlignConfig(lr=2e-4, batch_size=4, max_steps=4, beta=0.1)
     result = align.align_dpo(pairs, sft.adapter, config, tmp_path / "dpo", progress=False)

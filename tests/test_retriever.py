@@ -140,7 +140,7 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path: Path, split: Split,
 def test_evaluate_masks_history_and_matches_hand_ranks(tmp_path: Path, split: Split,
                                                        vocab: seqrec.ItemVocab) -> None:
     model = _train(tmp_path / "run", split, vocab, epochs=2).model
-    result, ranks = retriever.evaluate(model, split, vocab, "test", return_ranks=True)
+    result, ranks = retriever.evaluate_split(model, split, vocab, "test", return_ranks=True)
     user = split.users[0]
     history, target = split.test_case(user)
     scores = retriever.score_histories(model, [vocab.encode(history)])[0]
