@@ -3,8 +3,8 @@
 `python -m rar_lite.build_book --mode full` is the README's main job: the book sources (the
 `_config.yml`, `_toc.yml`, `book/` and `notebooks/`) are copied to a staging directory, every
 notebook in `_toc.yml` is executed there with its default parameters (`--mode quick` runs the
-QUICK profile's sizes, `rar_lite.profiles`), and `jupyter-book build -W -n --keep-going` renders the executed copies. A failing
-cell stops papermill; a warning fails the build. The committed notebooks stay output-free.
+QUICK profile's sizes, `rar_lite.profiles`), and `jupyter-book build -W -n --keep-going` renders
+the executed copies. A failing cell stops papermill; a warning fails the build. The committed notebooks stay output-free.
 
 The static book loads no widget JavaScript (it would come from a CDN): after execution each widget
 output keeps its picture when it has one (chapter 8's demo) or becomes the text its final state

@@ -566,8 +566,9 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     config = config or EvalConfig()
     started = time.perf_counter()
     corpus = load_corpus()
+    sizes = config.sizes()
     sets = simulate.simulated_sets(corpus, seed=loop_study.DATA_SEED, progress=progress)
-    setups = {seed: loop_study.loop_setup(seed, config.sizes(), progress=progress, sets=sets)
+    setups = {seed: loop_study.loop_setup(seed, sizes, progress=progress, sets=sets)
               for seed in config.seeds}
     first = setups[config.seeds[0]]
     matcher = TitleMatcher(corpus)
@@ -577,7 +578,7 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     needs_llm = {"llm", "rar-sft", "rar-fused", "rar-loop", "rar-generate"} & set(config.systems)
     tuned = None
     if {"rar-sft", "rar-fused", "rar-loop"} & set(config.systems):
-        tuned = reranker_study.chapter_backend(config.sizes(), sets)
+        tuned = reranker_study.chapter_backend(sizes, sets)
     zero_shot = TransformersBackend() if {"llm", "rar-generate"} & set(config.systems) else None
     responses = ResponseCache() if needs_llm else None
     popular = PopularityRecommender(counts)
@@ -588,8 +589,8 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
         loop_model = None
         if "rar-loop" in config.systems:
             loop = loop_study.run_feedback(
-                setup, reader, feedback.LoopConfig(rounds=config.sizes().loop_rounds, seed=seed),
-                config.sizes().loop_train, progress=progress)
+                setup, reader, feedback.LoopConfig(rounds=sizes.loop_rounds, seed=seed),
+                sizes.loop_train, progress=progress)
             loop_model = loop.model
         seeded[seed] = _Seeded(setup, loop_model)
 

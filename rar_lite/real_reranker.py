@@ -182,8 +182,8 @@ def chapter_judge(served: object | None, profile: str | Profile = "full", seed: 
                   data: tuple[object, list[Conversation] | None] | None = None
                   ) -> tuple[realdata.RealRetrieval, DialogueReranker] | None:
     """Chapter 4's real-seekers section: the retriever fitted on INSPIRED's dev dialogues (LRURec
-    `served` in the fusion) and the judge tuned on them, at `profile`'s sizes; None (with `realdata.MISSING_DATA`
-    printed) when INSPIRED is not here. `data`: (dataset, dev turns) already loaded, e.g. by
+    `served` in the fusion) and the judge tuned on them, at `profile`'s sizes; None (with
+    `realdata.MISSING_DATA` printed) when INSPIRED is not here. `data`: (dataset, dev turns) already loaded, e.g. by
     `realdata.chapter_inspired`, which has said why when they are absent."""
     from rar_lite import profiles
     from rar_lite.corpus import load_corpus
