@@ -17,7 +17,13 @@ from tqdm.auto import tqdm
 
 from rar_lite import parsing, prompts
 from rar_lite.conversations import Conversation
-from rar_lite.llm import Backend, ResponseCache, TransformersBackend, cached_generate
+from rar_lite.llm import (
+    Backend,
+    OpenAIChatBackend,
+    ResponseCache,
+    TransformersBackend,
+    cached_generate,
+)
 from rar_lite.matching import TitleMatcher
 from rar_lite.rerank import Ranking, resolve_names
 
@@ -78,17 +84,16 @@ class OpenRecommender:
     def answers(self, conversations: Sequence[Conversation], progress: bool = False) -> list[str]:
         """The raw answers (cached per prompt when a response cache is given)."""
         texts = [prompts.open_prompt(c, n=self.n) for c in conversations]
+        pooled = isinstance(self.backend, OpenAIChatBackend)
+        # a local model answers in batches; an API model gets every prompt at once and keeps
+        # its own `concurrency` requests in flight (with its own progress bar)
+        size = max(1, len(texts)) if pooled else self.batch_size
         out: list[str] = []
-        for start in tqdm(range(0, len(texts), self.batch_size), desc=self.name,
-                          disable=not progress):
-            chunk = texts[start:start + self.batch_size]
-            if self.cache is not None:
-                out += cached_generate(self.backend, chunk, self.cache, self.max_new_tokens,
-                                       prefix=self.prefix)
-            elif self.prefix:
-                out += self.backend.generate(chunk, self.max_new_tokens, prefix=self.prefix)
-            else:
-                out += self.backend.generate(chunk, self.max_new_tokens)
+        for start in tqdm(range(0, len(texts), size), desc=self.name,
+                          disable=not progress or pooled):
+            out += cached_generate(self.backend, texts[start:start + size], self.cache,
+                                   self.max_new_tokens, prefix=self.prefix,
+                                   progress=progress and pooled)
         return out
 
     def recommend(self, conversations: Sequence[Conversation],

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import uuid
 import warnings
@@ -45,6 +46,15 @@ def cache_dir() -> Path:
         raise OSError(f"cache directory {path} cannot be created ({error.strerror or error}); "
                       f"set {CACHE_ENV} to a writable directory") from None
     return path
+
+
+def say(message: str, show: bool = True) -> None:
+    """One status line on stderr, beside the progress bars (`show` False: silent), e.g. that a
+    long step is skipped because its cached artifact is reused."""
+    if show:
+        from tqdm.auto import tqdm
+
+        tqdm.write(message, file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,11 @@ Usage::
     rar-lite score-generations --dataset-dir DIR --generations FILE [--protocol cikm23]
                                          score raw LLM answers as He et al. (CIKM 2023) did
     rar-lite evaluate [--quick] [--systems ...] [--datasets ...] [--seeds ...] [--out DIR]
+                      [--llm SPEC] [--llm-concurrency N]
                                          chapter 6: RAR against its baselines, tables to DIR
+    rar-lite recommend TEXT [--k N] [--llm SPEC] [--json]
+                                         retrieve, then the LLM ranks the candidates' cards;
+                                         each pick with the card facts that match the request
     rar-lite download NAME [--to DIR] [--mirror URL] [--force]
                                          fetch INSPIRED (test + dev) or ReDial into the data
                                          directory (`rar_lite.download`)
@@ -23,6 +27,7 @@ import argparse
 import contextlib
 import sys
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -150,13 +155,15 @@ def validate_evaluate(args: argparse.Namespace) -> Any:
     chosen = {key: value for key, value in {
         "systems": args.systems, "datasets": args.datasets, "seeds": args.seeds,
         "n_simulated": args.n_simulated, "n_real": args.n_real,
-        "n_generate": args.n_generate, "dev_dir": args.dev_dir}.items() if value is not None}
+        "n_generate": args.n_generate, "dev_dir": args.dev_dir, "llm": args.llm,
+        "llm_concurrency": args.llm_concurrency}.items() if value is not None}
     if dirs:
         chosen["data_dirs"] = dirs
     try:
         config = evaluation.EvalConfig.from_profile("quick" if args.quick else "full", **chosen)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
+    check_llm(config.llm, needs_llm=bool({"llm", "rar-generate"} & set(config.systems)))
     for name in config.datasets:
         if name != "simulated":
             try:
@@ -167,6 +174,23 @@ def validate_evaluate(args: argparse.Namespace) -> Any:
             dataset_directory(directory, where)
     writable_directory(args.out, "--out")
     return config
+
+
+def check_llm(spec: str, needs_llm: bool = True) -> None:
+    """An API backbone's settings (endpoint, key) checked before any work: `--llm` named in the
+    error (the spec itself was checked when the config was made)."""
+    from rar_lite import backbones
+    from rar_lite.llm import LLMError
+
+    try:
+        parsed = backbones.parse(spec)
+    except ValueError as error:
+        raise UsageError(f"--llm: {error}") from None
+    if parsed.api and needs_llm:
+        try:
+            backbones.load(parsed)
+        except LLMError as error:
+            raise UsageError(f"--llm {parsed}: {error}") from None
 
 
 @contextlib.contextmanager
@@ -209,7 +233,40 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"RAR (SFT) - retriever only, NDCG@10: {test['diff']:+.4f} "
                   f"[{test['low']:+.4f}, {test['high']:+.4f}], p = {test['p']:.4f}")
     print("\ncost (empty LLM cache)\n" + result.cost.round(3).to_string())
+    print(evaluation.overhead(result.cost))
     print(f"\nwritten to {result.save(args.out)} ({result.seconds / 60:.1f} min)")
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    import json
+
+    import pandas as pd
+
+    from rar_lite import demo
+
+    _check_text([args.text], "the request")
+    if not args.text.strip():
+        raise UsageError("the request is empty: say what you would like to watch, e.g. "
+                         "'I loved Heat and want another heist film'")
+    if args.llm is not None:
+        check_llm(args.llm)
+    with library_bars(show=not args.no_progress):
+        engine = demo.chapter_engine(profile="quick" if args.quick else "full",
+                                     progress=not args.no_progress, loop=False, llm=args.llm)
+        result = engine.recommend_text(args.text, top=args.k)
+    if args.json:
+        print(json.dumps(result.as_json(), indent=1, ensure_ascii=False))
+        return 0
+    titles = [f"{row.title} ({row.year})" for row in engine.items.loc[
+        list(result.conversation.history)].reset_index().itertuples()]
+    print(f"movies you named: {', '.join(titles) or 'none found in the corpus'}")
+    if result.unresolved:
+        print(f"not found in the corpus (not guessed): {', '.join(result.unresolved)}")
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_colwidth", 80)
+    print(result.ranking.to_string(index=False))
+    print(f"({result.seconds:.2f} s: retrieve {engine.k}, then {next(iter(engine.rankers))})")
     return 0
 
 
@@ -288,9 +345,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a real dataset's directory, e.g. inspired=../data/inspired "
                          "(default: $RAR_LITE_<NAME>_DIR, else what `rar-lite download "
                          "NAME` fetched)")
+    ev.add_argument("--llm", metavar="SPEC", help="the LLM of the LLM-only baseline and of "
+                    "generation mode: smollm2 (default), hf:<model id or path>, or "
+                    "openai:<model> (endpoint and key from RAR_LITE_LLM_BASE_URL and "
+                    "RAR_LITE_LLM_API_KEY); the tuned RAR rows keep chapter 4's SmolLM2")
+    ev.add_argument("--llm-concurrency", type=_count(1), metavar="N",
+                    help="requests in flight to an API model (default 8)")
     ev.add_argument("--out", default="results/evaluation", help="directory for the tables")
     ev.add_argument("--no-progress", action="store_true", help="no progress bars")
     ev.set_defaults(run=_evaluate)
+    rec = commands.add_parser("recommend", help="recommend movies for a request: retrieve, "
+                              "then the LLM over the candidates' cards", **sub)
+    rec.add_argument("text", help='what you want, e.g. "I loved Heat and want another heist '
+                     'film" (movie titles in it are the history; unknown ones are reported)')
+    rec.add_argument("--k", type=_count(1), default=10, help="recommendations shown (of 20 "
+                     "retrieved; default 10)")
+    rec.add_argument("--llm", metavar="SPEC", help="rank with this LLM in generation mode: "
+                     "hf:<model> or openai:<model> (default: chapter 4's tuned SmolLM2)")
+    rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rec.add_argument("--quick", action="store_true",
+                     help="use the QUICK profile's artifacts (what the tests build)")
+    rec.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rec.set_defaults(run=_recommend)
     dl = commands.add_parser("download", help="fetch a public dataset in He et al.'s format "
                              "(INSPIRED: with its dev split) into the data directory", **sub)
     dl.add_argument("name", choices=("inspired", "redial", "reddit-movie"),
@@ -312,7 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prog = f"{parser.prog} {args.command}"
     try:
-        return int(args.run(args))
+        with warnings.catch_warnings():  # the libraries' deprecation notices are not the user's
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return int(args.run(args))
     except UsageError as error:
         if getattr(args, "debug", False):
             raise

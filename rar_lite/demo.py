@@ -16,20 +16,21 @@ from __future__ import annotations
 import html
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from rar_lite import parsing, rerank
 from rar_lite.conversations import Conversation, Turn
-from rar_lite.matching import TitleMatcher
+from rar_lite.matching import TitleMatcher, find_titles
 from rar_lite.retriever import Retriever
 
 if TYPE_CHECKING:
     from rar_lite.profiles import Profile
 
 OPENER = "Hi! What would you like to watch?"
+WHY = "why (metadata matching the request)"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,17 @@ class DemoResult:
     candidates: pd.DataFrame  # rank, title, year, genres, retriever score
     ranking: pd.DataFrame  # rank, title, year, genres, score, why
     seconds: float
+    items: list[int] = field(default_factory=list)  # the ranking's item ids
+
+    def as_json(self) -> dict:
+        """The result as plain JSON types (`rar-lite recommend --json`)."""
+        table = self.ranking.astype(object).where(self.ranking.notna(), None)
+        rows = table.rename(columns={WHY: "why"}).to_dict(orient="records")
+        return {"said": self.conversation.seeker_text(),
+                "history": list(self.conversation.history), "unresolved": self.unresolved,
+                "recommendations": [{"item_id": item, **row} for item, row in
+                                    zip(self.items, rows)],
+                "seconds": round(self.seconds, 3)}
 
 
 class DemoEngine:
@@ -103,27 +115,52 @@ class DemoEngine:
             table["score"] = [round(s, 3) for s in scores]
         return table
 
+    def text_conversation(self, text: str) -> tuple[Conversation, list[str]]:
+        """The one-turn conversation for a free text ("I loved Heat and want another heist
+        film"): the movies it names (`matching.find_titles`) are the history, the title-like
+        phrases that name no corpus movie are returned, not guessed."""
+        if not text.strip():
+            raise ValueError("type a request, e.g. 'I loved Heat and want another heist film'")
+        found = find_titles(text, self.matcher)
+        turns = (Turn("recommender", OPENER), Turn("seeker", " ".join(text.split())))
+        return Conversation("demo", turns, tuple(found.items), (), "demo"), found.unknown
+
     def recommend(self, liked: str, request: str, retriever: str | None = None,
                   ranker: str | None = None, top: int = 10) -> DemoResult:
         """Retrieve K with `retriever`, order them with `ranker`, keep the `top` best."""
+        began = time.perf_counter()
+        conversation, unresolved = self.conversation(liked, request)
+        return self.run(conversation, unresolved, retriever, ranker, top, began)
+
+    def recommend_text(self, text: str, retriever: str | None = None,
+                       ranker: str | None = None, top: int = 10) -> DemoResult:
+        """`recommend` for one free text (`text_conversation`): `rar-lite recommend`."""
+        began = time.perf_counter()
+        conversation, unresolved = self.text_conversation(text)
+        return self.run(conversation, unresolved, retriever, ranker, top, began)
+
+    def run(self, conversation: Conversation, unresolved: list[str],
+            retriever: str | None = None, ranker: str | None = None, top: int = 10,
+            began: float | None = None) -> DemoResult:
+        """Retrieve K for `conversation` with `retriever`, order them with `ranker`, keep the
+        `top` best, each with the card facts that match what was asked."""
         retriever = retriever or next(iter(self.retrievers))
         ranker = ranker or next(iter(self.rankers))
         for name, options in ((retriever, self.retrievers), (ranker, self.rankers)):
             if name not in options:
                 raise ValueError(f"unknown option {name!r}; choose from {', '.join(options)}")
-        began = time.perf_counter()
-        conversation, unresolved = self.conversation(liked, request)
+        began = time.perf_counter() if began is None else began
         ids, scores = self.retrievers[retriever].topk([list(conversation.history)], self.k)
         candidates = [int(i) for i in ids[0]]
         ranking = self.rankers[ranker].rank(conversation, candidates)
         wants = self.keywords.wants(conversation)
         best = ranking.items[:top]
         final = self._table(best, ranking.scores[:top] if ranking.scores else None)
-        final["why (metadata matching the request)"] = [
-            "; ".join(self.keywords.matches(wants, i)) or "—" for i in best]
+        final[WHY] = ["; ".join(self.keywords.matches(wants, i)) or "—" for i in best]
         shown = self._table(candidates, [float(s) for s in scores[0]])
         return DemoResult(conversation, unresolved, shown.rename(
-            columns={"score": "retriever score"}), final, time.perf_counter() - began)
+            columns={"score": "retriever score"}), final, time.perf_counter() - began,
+            [int(i) for i in best])
 
 
 def render(result: DemoResult) -> str:
@@ -262,24 +299,34 @@ def build_demo(engine: DemoEngine, persona: str | None = None) -> Demo:
     return demo
 
 
-def chapter_engine(seed: int = 0, profile: str | Profile = "full",
-                   progress: bool = False) -> DemoEngine:
+def chapter_engine(seed: int = 0, profile: str | Profile = "full", progress: bool = False,
+                   loop: bool = True, llm: str | None = None) -> DemoEngine:
     """The engine of chapter 8, from what chapters 3–5 built at `profile`'s sizes (cached, else
-    built now): the SFT LRURec and the same retriever after the feedback loop; chapter 4's tuned
-    pointwise LLM, the keyword rule and the retriever's own order as ranking modes."""
-    from rar_lite import feedback, loop_study, profiles, reranker_study
+    built now): the SFT LRURec and (with `loop`) the same retriever after the feedback loop;
+    chapter 4's tuned pointwise LLM, the keyword rule and the retriever's own order as ranking
+    modes. With `llm` (a `backbones` spec other than the default), the first ranking mode is that
+    model in generation mode (it writes the titles it picks from the candidates' cards), which
+    works with any backbone, API models included."""
+    from rar_lite import backbones, feedback, loop_study, profiles, reranker_study
     from rar_lite.llm import ResponseCache
 
     profile = profiles.get(profile)
     setup = loop_study.loop_setup(seed, profile, progress=progress)
-    tuned = reranker_study.chapter_backend(profile, setup.sets)
-    llm_ranker = loop_study.pointwise_reranker(setup, tuned, ResponseCache())
-    loop = loop_study.run_feedback(setup, llm_ranker,
-                                   feedback.LoopConfig(rounds=profile.loop_rounds, seed=seed),
-                                   profile.loop_train, progress=progress)
-    return DemoEngine(setup.corpus, TitleMatcher(setup.corpus),
-                      {"SFT retriever": setup.served,
-                       "after the feedback loop": setup.served.with_model(loop.model)},
-                      {"LLM (tuned pointwise)": llm_ranker,
-                       "keyword rule": rerank.KeywordReranker(setup.corpus),
+    matcher = TitleMatcher(setup.corpus)
+    tuned = reranker_study.chapter_backend(profile, setup.sets, progress)
+    responses = ResponseCache()
+    llm_ranker = loop_study.pointwise_reranker(setup, tuned, responses)
+    rankers: dict[str, object] = {"LLM (tuned pointwise)": llm_ranker}
+    if llm is not None and backbones.parse(llm) != backbones.parse(backbones.DEFAULT):
+        backend = backbones.load(llm)
+        rankers = {f"LLM ({backbones.label(backend)}, generation)": rerank.GenerationReranker(
+            backend, setup.corpus, matcher, response_cache=responses), **rankers}
+    retrievers = {"SFT retriever": setup.served}
+    if loop:
+        trained = loop_study.run_feedback(
+            setup, llm_ranker, feedback.LoopConfig(rounds=profile.loop_rounds, seed=seed),
+            profile.loop_train, progress=progress)
+        retrievers["after the feedback loop"] = setup.served.with_model(trained.model)
+    return DemoEngine(setup.corpus, matcher, retrievers,
+                      {**rankers, "keyword rule": rerank.KeywordReranker(setup.corpus),
                        "retriever order": rerank.RetrieverOrder()})

@@ -44,6 +44,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from rar_lite import (
+    backbones,
     cache,
     cikm,
     dense,
@@ -63,7 +64,7 @@ from rar_lite import (
 from rar_lite.baselines import OpenRecommender, PopularityRecommender
 from rar_lite.conversations import Conversation
 from rar_lite.corpus import load_corpus
-from rar_lite.llm import ResponseCache, TransformersBackend
+from rar_lite.llm import Backend, ResponseCache, TransformersBackend
 from rar_lite.matching import TitleMatcher
 
 #: System key -> display name, in the order tables list them.
@@ -119,6 +120,8 @@ class EvalConfig:
     generation_tokens: int = 96  # new tokens for RAR in generation mode (5 titles)
     n_selection_simulated: int = 200  # simulated validation conversations choosing the weights
     profile: str = "full"  # `profiles.PROFILES`: the sizes of the chapters' cached artifacts
+    llm: str = backbones.DEFAULT  # the LLM without retrieval and generation mode (`backbones`)
+    llm_concurrency: int = 8  # requests in flight to an API model
     data_dirs: dict[str, str] | None = None  # name -> directory; default $RAR_LITE_<NAME>_DIR
     dev_dir: str | None = None  # INSPIRED's dev split; default $RAR_LITE_INSPIRED_DEV_DIR
 
@@ -132,6 +135,10 @@ class EvalConfig:
         if not self.systems or not self.datasets or not self.seeds:
             raise ValueError("at least one system, one dataset and one seed are needed")
         profiles.get(self.profile)  # an unknown name fails here
+        self.llm = str(backbones.parse(self.llm))
+        if not isinstance(self.llm_concurrency, int) or self.llm_concurrency < 1:
+            raise ValueError(f"llm_concurrency must be an integer >= 1, got "
+                             f"{self.llm_concurrency!r}")
         if max(self.ks) > self.k:
             raise ValueError(f"metrics at {max(self.ks)} need rankings of k >= {max(self.ks)}")
         self.systems, self.datasets = tuple(self.systems), tuple(self.datasets)
@@ -170,8 +177,9 @@ class Evaluation:
     system, seed, conversation_id, target, new (target not mentioned before), bucket
     (head/torso/tail), NDCG/Recall@ks. `rankings`: one record per (dataset, system, seed,
     conversation): items, candidates, hallucinated names, failure. `timing`: seconds per
-    conversation as run (LLM answers may come from the cache). `cost`: seconds and LLM prompts
-    per conversation with an empty cache. `counts`: training interactions per item.
+    conversation as run (LLM answers may come from the cache). `cost`: seconds, LLM prompts and
+    tokens per conversation with an empty cache. `counts`: training interactions per item.
+    `backbones`: system -> the LLM it runs on (`backbones.label`; "—" without one).
     """
 
     config: EvalConfig
@@ -185,6 +193,7 @@ class Evaluation:
     #: the retrieval ablation on the set's conversations (`realdata.ablation`)
     fits: dict[str, dict] = field(default_factory=dict)
     ablations: dict[str, pd.DataFrame] = field(default_factory=dict)
+    backbones: dict[str, str] = field(default_factory=dict)
 
     def metrics(self) -> list[str]:
         return [c for c in self.per_pair.columns if c.startswith(("ndcg@", "recall@"))]
@@ -209,7 +218,7 @@ class Evaluation:
         cache.write_text_atomic(directory / "rankings.jsonl", "".join(
             json.dumps(r) + "\n" for r in self.rankings))
         cache.write_text_atomic(directory / "timing.csv", self.timing.to_csv(index=False))
-        cache.write_text_atomic(directory / "cost.csv", self.cost.to_csv(index=False))
+        cache.write_text_atomic(directory / "cost.csv", self.cost.to_csv())  # index: system
         tables = {f"{d}/{c}": self.summary(d, c) for d in self.per_pair["dataset"].unique()
                   for c in CONDITIONS}
         frame = pd.concat(tables, names=["set", "system"])
@@ -219,6 +228,7 @@ class Evaluation:
                   "summary": {key: json.loads(t.to_json(orient="index"))
                               for key, t in tables.items()}}
         record["fits"] = self.fits
+        record["backbones"] = self.backbones
         for name, table in self.ablations.items():
             cache.write_text_atomic(directory / f"retrieval_{name}.csv", table.to_csv())
         cache.write_text_atomic(directory / "results.json", json.dumps(record, indent=1))
@@ -513,6 +523,8 @@ def _run_system(system: str, data: ConversationSet, seeded: _Seeded, reranker: o
     with warnings.catch_warnings():  # real data: many mentioned movies are not in the vocab
         warnings.simplefilter("ignore", UserWarning)
         candidates = pipeline.retrieve(served, conversations, config.k)
+    if isinstance(chosen, rerank.GenerationReranker):  # every prompt at once (an API pool)
+        return conversations, chosen.rank_all(conversations, candidates, progress), candidates
     rankings = [chosen.rank(c, pool) for c, pool in tqdm(
         list(zip(conversations, candidates)), desc=f"{data.name}: {SYSTEMS[system]}",
         disable=not progress or isinstance(chosen, (rerank.RetrieverOrder,
@@ -520,7 +532,7 @@ def _run_system(system: str, data: ConversationSet, seeded: _Seeded, reranker: o
     return conversations, rankings, candidates
 
 
-def _llm_systems(tuned: TransformersBackend | None, zero_shot: TransformersBackend | None,
+def _llm_systems(tuned: TransformersBackend | None, zero_shot: Backend | None,
                  corpus: pd.DataFrame, matcher: TitleMatcher, responses: ResponseCache | None,
                  llm_tokens: int = 128, generation_tokens: int = 96
                  ) -> tuple[object, object, object]:
@@ -567,9 +579,12 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     started = time.perf_counter()
     corpus = load_corpus()
     sizes = config.sizes()
+    cache.say("simulated conversations (chapter 2)", progress)
     sets = simulate.simulated_sets(corpus, seed=loop_study.DATA_SEED, progress=progress)
-    setups = {seed: loop_study.loop_setup(seed, sizes, progress=progress, sets=sets)
-              for seed in config.seeds}
+    setups = {}
+    for seed in config.seeds:
+        cache.say(f"LRURec, seed {seed} (chapter 3)", progress)
+        setups[seed] = loop_study.loop_setup(seed, sizes, progress=progress, sets=sets)
     first = setups[config.seeds[0]]
     matcher = TitleMatcher(corpus)
     vocab = first.served.vocab
@@ -578,8 +593,10 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     needs_llm = {"llm", "rar-sft", "rar-fused", "rar-loop", "rar-generate"} & set(config.systems)
     tuned = None
     if {"rar-sft", "rar-fused", "rar-loop"} & set(config.systems):
-        tuned = reranker_study.chapter_backend(sizes, sets)
-    zero_shot = TransformersBackend() if {"llm", "rar-generate"} & set(config.systems) else None
+        cache.say("the tuned pointwise reranker (chapter 4)", progress)
+        tuned = reranker_study.chapter_backend(sizes, sets, progress)
+    zero_shot = (backbones.load(config.llm, concurrency=config.llm_concurrency)
+                 if {"llm", "rar-generate"} & set(config.systems) else None)
     responses = ResponseCache() if needs_llm else None
     popular = PopularityRecommender(counts)
     reader = (rerank.PointwiseReranker(tuned, corpus, response_cache=responses)
@@ -588,6 +605,7 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     for seed, setup in setups.items():
         loop_model = None
         if "rar-loop" in config.systems:
+            cache.say(f"the feedback loop, seed {seed} (chapter 5)", progress)
             loop = loop_study.run_feedback(
                 setup, reader, feedback.LoopConfig(rounds=sizes.loop_rounds, seed=seed),
                 sizes.loop_train, progress=progress)
@@ -596,6 +614,7 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
 
     chosen_sets = conversation_sets(config, corpus, matcher, sets.test)
     if set(DENSE) & set(config.systems) or any(d.dataset is not None for d in chosen_sets):
+        cache.say("the dense retriever and its weights, chosen on dev data", progress)
         _fit_dense(config, corpus, chosen_sets, first.served, sets.valid, tuned, responses,
                    "rar-fused" in config.systems, progress)
     fits, ablations = {}, {}
@@ -631,19 +650,35 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     front = ["dataset", "system", "seed", "conversation_id", "target", "new", "bucket"]
     per_pair = per_pair[front + [c for c in per_pair.columns if c not in front]]
     simulated = next((d.retrieval for d in chosen_sets if d.name == "simulated"), None)
+    cache.say("the cost of a new conversation, with an empty LLM cache", progress)
     cost = cost_table(config, seeded[config.seeds[0]], matcher, tuned, zero_shot, popular,
                       simulated)
     return Evaluation(config, per_pair, records, pd.DataFrame(timing), cost, counts,
-                      time.perf_counter() - started, fits, ablations)
+                      time.perf_counter() - started, fits, ablations,
+                      system_backbones(config.systems, tuned, zero_shot))
+
+
+def system_backbones(systems: tuple[str, ...], tuned: Backend | None,
+                     zero_shot: Backend | None) -> dict[str, str]:
+    """Display name -> the LLM each system runs on: the zero-shot backbone (`EvalConfig.llm`) for
+    the LLM without retrieval and generation mode, chapter 4's tuned SmolLM2 for the pointwise RAR
+    rows, "—" for systems without an LLM."""
+    out = {}
+    for system in systems:
+        backend = (zero_shot if system in ("llm", "rar-generate") else
+                   tuned if system in ("rar-sft", "rar-fused", "rar-loop") else None)
+        out[SYSTEMS[system]] = backbones.label(backend) if backend is not None else "—"
+    return out
 
 
 def cost_table(config: EvalConfig, seeded: _Seeded, matcher: TitleMatcher,
-               tuned: TransformersBackend | None, zero_shot: TransformersBackend | None,
+               tuned: TransformersBackend | None, zero_shot: Backend | None,
                popular: PopularityRecommender,
                retrieval: realdata.RealRetrieval | None = None) -> pd.DataFrame:
-    """Seconds and LLM prompts per conversation of each system on `config.n_cost` simulated
-    conversations, with a new, empty response cache (what a new conversation costs); the dense
-    systems use the simulated set's `retrieval` and are left out without it."""
+    """Seconds, LLM prompts and tokens (prompt and completion: the API's `usage` fields, or the
+    tokenizer's count for a local model) per conversation of each system on `config.n_cost`
+    simulated conversations, with a new, empty response cache (what a new conversation costs);
+    the dense systems use the simulated set's `retrieval` and are left out without it."""
     conversations = loop_study.sample_conversations(seeded.setup.sets.test, config.n_cost,
                                                     seed=1)
     corpus = seeded.setup.corpus
@@ -657,14 +692,42 @@ def cost_table(config: EvalConfig, seeded: _Seeded, matcher: TitleMatcher,
             pointwise, generation, opener = _llm_systems(tuned, zero_shot, corpus, data.matcher,
                                                          empty, config.llm_tokens,
                                                          config.generation_tokens)
+            used = [b for b in (tuned, zero_shot) if b is not None]
+            before = [b.usage.copy() for b in used]
             began = time.perf_counter()
             done, _, _ = _run_system(system, data, seeded, pointwise, generation, opener,
                                      popular, config, progress=False)
             seconds = (time.perf_counter() - began) / len(done)
+            spent = [b.usage.since(start) for b, start in zip(used, before)]
             rows.append({"system": SYSTEMS[system], "conversations": len(done),
                          "s / conversation": seconds,
-                         "LLM prompts / conversation": empty.misses / len(done)})
+                         "LLM prompts / conversation": empty.misses / len(done),
+                         "prompt tokens / conversation": sum(u.prompt_tokens for u in spent)
+                         / len(done),
+                         "completion tokens / conversation": sum(u.completion_tokens
+                                                                 for u in spent) / len(done)})
     return pd.DataFrame(rows).set_index("system")
+
+
+def overhead(cost: pd.DataFrame) -> str:
+    """The paper's limitation ("the LLM component incurs significant overhead") in this run's
+    numbers: each LLM system's seconds and tokens per conversation against the retriever
+    alone, from `cost_table`."""
+    base_name = SYSTEMS["retriever"]
+    base = cost.loc[base_name, "s / conversation"] if base_name in cost.index else None
+    lines = ["The paper names its limitation: the LLM component incurs significant overhead. "
+             "Measured here with an empty cache, per conversation:"]
+    for system, row in cost.iterrows():
+        tokens = row["prompt tokens / conversation"] + row["completion tokens / conversation"]
+        if tokens <= 0:
+            continue
+        than = (f", {row['s / conversation'] / base:.0f}x the retriever alone "
+                f"({base:.3f} s)" if base else "")
+        lines.append(f"- {system}: {row['s / conversation']:.2f} s, "
+                     f"{row['LLM prompts / conversation']:.0f} prompts, "
+                     f"{row['prompt tokens / conversation']:.0f} prompt and "
+                     f"{row['completion tokens / conversation']:.0f} completion tokens{than}.")
+    return "\n".join(lines) if len(lines) > 1 else "No system in this run used an LLM."
 
 
 def main_table(evaluation: Evaluation, dataset: str, condition: str = "all",
@@ -680,10 +743,11 @@ def main_table(evaluation: Evaluation, dataset: str, condition: str = "all",
                        for m, h in zip(table[metric], half)]
     out["pairs"] = table["pairs"].astype(int).astype(object)  # the reference rows hold "—"
     out["seeds"] = table["seeds"].astype(int).astype(object)
+    out["backbone"] = [evaluation.backbones.get(system, "—") for system in out.index]
     if references:
         for name, values in REFERENCE.items():
             out.loc[name] = [f"{values[m]:.4f}" if m in values else "—" for m in metrics] + [
-                "—", "—"]
+                "—", "—", name.split(",")[0]]
     return out
 
 

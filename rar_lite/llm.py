@@ -14,6 +14,8 @@
   an exponential backoff; the key is never printed, logged or put in an error message (echoed
   error bodies are redacted), and goes over plain http only to this machine unless
   `RAR_LITE_LLM_ALLOW_HTTP=1` (or `allow_http=True`) says the network is trusted.
+  `generate` keeps up to `concurrency` requests in flight (answers in input order, each handed
+  to the response cache as it arrives); `usage` adds up the tokens the server reports.
 - `ResponseCache`: SQLite on disk, keyed by backend, model, prompt and decoding parameters, safe
   under concurrent use (WAL, one transaction per write), so a rerun does not pay twice.
 """
@@ -46,11 +48,37 @@ class LLMError(RuntimeError):
     """A backend failed in a way the caller should see (never contains the API key)."""
 
 
+@dataclass
+class Usage:
+    """Tokens a backend has read and written: from the API's `usage` field, or counted by the
+    tokenizer for a local model (a shared prompt prefix counts once, as it is computed once)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+
+    def add(self, prompt: int, completion: int = 0, requests: int = 1) -> None:
+        self.prompt_tokens += int(prompt)
+        self.completion_tokens += int(completion)
+        self.requests += int(requests)
+
+    def since(self, before: Usage) -> Usage:
+        """What was used after the snapshot `before` (a `copy` of this)."""
+        return Usage(self.prompt_tokens - before.prompt_tokens,
+                     self.completion_tokens - before.completion_tokens,
+                     self.requests - before.requests)
+
+    def copy(self) -> Usage:
+        return Usage(self.prompt_tokens, self.completion_tokens, self.requests)
+
+
 class Backend(Protocol):
-    """What every backend offers: text in, text out (greedy unless a temperature is given)."""
+    """What every backend offers: text in, text out (greedy unless a temperature is given),
+    and a running count of the tokens used."""
 
     name: str
     model: str
+    usage: Usage
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 64,
                  temperature: float = 0.0) -> list[str]: ...
@@ -181,20 +209,31 @@ class ResponseCache:
         return value
 
     def get_or_compute_each(self, parts: dict[str, Any], prompts: Sequence[str],
-                            compute: Callable[[list[str]], Sequence[Any]]) -> list[Any]:
+                            compute: Callable[..., Sequence[Any]],
+                            stream: bool = False) -> list[Any]:
         """Per-prompt caching: one key per prompt (`parts` plus the prompt); `compute` is called
-        once, on the prompts not cached yet, and returns one value each."""
+        once, on the prompts not cached yet, and returns one value each. With `stream`, it is
+        called as `compute(missing, store)` and may `store(j, value)` each value as soon as it
+        has it (the j-th missing prompt): what was stored stays stored if it then fails."""
         keys = [self.key(**parts, prompt=p) for p in prompts]
         found = [self.get(k) for k in keys]
         missing = [i for i, value in enumerate(found) if value is None]
         self.hits += len(prompts) - len(missing)
         self.misses += len(missing)
         if missing:
-            fresh = list(compute([prompts[i] for i in missing]))
+            stored: set[int] = set()
+
+            def store(j: int, value: Any) -> None:
+                self.put(keys[missing[j]], value)
+                stored.add(j)
+
+            asked = [prompts[i] for i in missing]
+            fresh = list(compute(asked, store) if stream else compute(asked))
             if len(fresh) != len(missing):
                 raise LLMError(f"expected {len(missing)} values, got {len(fresh)}")
-            for i, value in zip(missing, fresh):
-                self.put(keys[i], value)
+            for j, (i, value) in enumerate(zip(missing, fresh)):
+                if j not in stored:
+                    self.put(keys[i], value)
                 found[i] = value
         return found
 
@@ -232,22 +271,48 @@ def _cannot_write(error: Exception) -> bool:
     return any(word in text for word in ("readonly", "read-only", "unable to open", "permission"))
 
 
-def cached_generate(backend: Backend, prompts: Sequence[str], response_cache: ResponseCache,
-                    max_new_tokens: int = 64, temperature: float = 0.0,
-                    prefix: str = "") -> list[str]:
-    """`backend.generate` through the cache; only the prompts not cached are sent. A `prefix`
-    (the start of the answer, e.g. "1.") goes to backends that can prefill an answer."""
+def gives_logits(backend: object) -> bool:
+    """Whether `backend` gives next-token logits (a local model; an API model does not)."""
+    return hasattr(backend, "last_logits")
+
+
+def require_logits(backend: object, what: str) -> None:
+    """Refuse, in words, a backend that gives no next-token logits (an API model) to a mode
+    that needs them (`what`: verbalizer, pointwise, constrained)."""
+    if not gives_logits(backend):
+        raise LLMError(
+            f"the {what} reranker needs next-token logits, which {backend.name} "
+            f"({backend.model}) does not return; with an API model use generation mode "
+            "(rerank.GenerationReranker, the 'rar-generate' system) or the LLM without retrieval "
+            "(baselines.OpenRecommender, 'llm'), or load a local model ('smollm2' or 'hf:...')")
+
+
+def cached_generate(backend: Backend, prompts: Sequence[str],
+                    response_cache: ResponseCache | None, max_new_tokens: int = 64,
+                    temperature: float = 0.0, prefix: str = "", progress: bool = False
+                    ) -> list[str]:
+    """`backend.generate` through the cache (when one is given); only the prompts not cached are
+    sent. A `prefix` (the start of the answer, e.g. "1.") goes to backends that can prefill an
+    answer. An API backend gets them all at once (its `concurrency` in flight, a progress bar
+    with `progress`) and its answers are stored as they arrive, so an interrupted run (or one
+    failed request) loses none that came back."""
     parts = {"backend": backend.name, "model": backend.model, "max_new_tokens": max_new_tokens,
              "temperature": temperature}
     if prefix:
         parts["prefix"] = prefix
 
-    def compute(missing: list[str]) -> list[str]:
+    def compute(missing: list[str], store: Callable[[int, Any], None] | None = None
+                ) -> list[str]:
+        if isinstance(backend, OpenAIChatBackend):
+            return backend.generate(missing, max_new_tokens, temperature, on_answer=store,
+                                    progress=progress)
         if prefix:
             return backend.generate(missing, max_new_tokens, temperature, prefix=prefix)
         return backend.generate(missing, max_new_tokens, temperature)
 
-    found = response_cache.get_or_compute_each(parts, prompts, compute)
+    if response_cache is None:
+        return list(compute(list(prompts)))
+    found = response_cache.get_or_compute_each(parts, prompts, compute, stream=True)
     return [str(value) for value in found]
 
 
@@ -378,8 +443,9 @@ def _watched(pool_class: type) -> type:
     return type(pool_class.__name__, (pool_class,), {"ConnectionCls": Connection})
 
 
-def _deadline_adapter() -> Any:
-    """A requests adapter (no retries of its own) whose connections obey `_Deadline`."""
+def _deadline_adapter(connections: int = 10) -> Any:
+    """A requests adapter (no retries of its own, `connections` kept open per host) whose
+    connections obey `_Deadline`."""
     from requests.adapters import HTTPAdapter
 
     class DeadlineAdapter(HTTPAdapter):
@@ -396,7 +462,7 @@ def _deadline_adapter() -> Any:
         def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
             return self._watch_all(super().proxy_manager_for(proxy, **kwargs))
 
-    return DeadlineAdapter(max_retries=0)
+    return DeadlineAdapter(max_retries=0, pool_maxsize=max(10, connections))
 
 
 @dataclass
@@ -406,6 +472,8 @@ class OpenAIChatBackend:
     Each request has a per-read `timeout` and a total `deadline` (retries and waits included);
     429 and 5xx answers and connection errors are retried up to `max_retries` times, after the
     server's `Retry-After` (at most `max_retry_after` seconds) or an exponential backoff.
+    `generate` keeps up to `concurrency` requests in flight and returns the answers in input
+    order; `usage` adds up the tokens of the server's `usage` fields.
     The key is sent over https, or plain http to this machine only: a plain-http server
     elsewhere needs `allow_http=True` or `RAR_LITE_LLM_ALLOW_HTTP=1` (anyone on the network
     path can read the key). Redirects are not followed. Error messages never hold the key.
@@ -421,7 +489,9 @@ class OpenAIChatBackend:
     deadline: float = 300.0  # seconds per chat() call, retries included
     max_retry_after: float = 30.0
     allow_http: bool = False
+    concurrency: int = 8  # requests in flight at once in `generate`
     name: str = "openai-chat"
+    usage: Usage = field(default_factory=Usage, repr=False)
 
     def __post_init__(self) -> None:
         from urllib.parse import urlsplit
@@ -445,6 +515,8 @@ class OpenAIChatBackend:
                 raise LLMError(f"{setting} must be a positive number of seconds, got {value!r}")
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise LLMError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        if not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise LLMError(f"concurrency must be an integer >= 1, got {self.concurrency!r}")
         parts = urlsplit(self.base_url)
         # the URL as shown in messages: no user:password, no query (either may hold a secret)
         self._shown_url = redact(f"{parts.scheme}://{parts.hostname or ''}"
@@ -462,8 +534,8 @@ class OpenAIChatBackend:
 
         self._session = requests.Session()
         self._session.trust_env = True  # proxies from the environment still apply
-        self._session.mount("http://", _deadline_adapter())
-        self._session.mount("https://", _deadline_adapter())
+        self._session.mount("http://", _deadline_adapter(self.concurrency))
+        self._session.mount("https://", _deadline_adapter(self.concurrency))
 
     def __repr__(self) -> str:  # the key never appears, not even in a notebook's output
         return f"OpenAIChatBackend(model={self.model!r}, base_url={self._shown_url!r}, api_key=***)"
@@ -567,9 +639,52 @@ class OpenAIChatBackend:
         return parsed
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 64,
-                 temperature: float = 0.0) -> list[str]:
-        return [self.chat(p, max_new_tokens, temperature)["choices"][0]["message"]["content"]
-                or "" for p in prompts]
+                 temperature: float = 0.0, on_answer: Callable[[int, str], None] | None = None,
+                 progress: bool = False) -> list[str]:
+        """The answers to `prompts`, in their order, with up to `concurrency` requests in flight.
+        `on_answer(i, text)` is called (in this thread) as each answer arrives; a request that
+        fails does not stop the others: once all are done, an `LLMError` names how many failed
+        and the first failure."""
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        from tqdm.auto import tqdm
+
+        answers: list[str] = [""] * len(prompts)
+        failed: dict[int, LLMError] = {}
+        pool = ThreadPoolExecutor(max(1, min(self.concurrency, len(prompts))),
+                                  thread_name_prefix="rar-lite-llm")
+        running = {pool.submit(self.chat, prompt, max_new_tokens, temperature): i
+                   for i, prompt in enumerate(prompts)}
+        try:
+            for done in tqdm(as_completed(running), total=len(running), disable=not progress,
+                             desc=f"{self.model}: answers", leave=False):
+                i = running[done]
+                try:
+                    response = done.result()
+                except LLMError as error:
+                    failed[i] = error
+                    continue
+                answers[i] = response["choices"][0]["message"]["content"] or ""
+                tokens = response.get("usage") or {}
+                self.usage.add(_tokens(tokens, "prompt_tokens"),
+                               _tokens(tokens, "completion_tokens"))
+                if on_answer is not None:
+                    on_answer(i, answers[i])
+        except BaseException:  # an interrupt: what arrived was handed over; drop the rest
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+        if failed:
+            first = min(failed)
+            raise LLMError(f"{len(failed)} of {len(prompts)} requests failed (the other answers "
+                           f"were kept); the first, prompt {first}: {failed[first]}")
+        return answers
+
+
+def _tokens(usage: Any, key: str) -> int:
+    """A token count from a `usage` field (0 where the server sent none, or not a number)."""
+    value = usage.get(key) if isinstance(usage, dict) else None
+    return int(value) if isinstance(value, (int, float)) and value >= 0 else 0
 
 
 def _timed_out(error: Exception) -> bool:
@@ -651,6 +766,7 @@ class TransformersBackend:
     """A local causal LM (see the module docstring)."""
 
     name = "transformers"
+    DEFAULT_NAME = "SmolLM2-135M-Instruct"  # `model` when none is given: the packaged one
 
     def __init__(self, model: str | Path | None = None, device: str | None = None,
                  dtype: str = "auto", adapter: str | Path | None = None,
@@ -660,7 +776,8 @@ class TransformersBackend:
 
         path = Path(model) if model and Path(str(model)).exists() else model
         source = path or smollm2_path()
-        self.model = str(model or "SmolLM2-135M-Instruct")
+        self.model = str(model or self.DEFAULT_NAME)
+        self.usage = Usage()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype == "auto":
             use_bf16 = self.device != "cpu" or bf16_supported()
@@ -720,6 +837,8 @@ class TransformersBackend:
         with torch.no_grad():
             for start in range(0, len(texts), batch_size):
                 batch = self._batch(texts[start:start + batch_size])
+                for row in batch["attention_mask"].sum(dim=1).tolist():
+                    self.usage.add(row)
                 hidden = self.lm(**batch, output_hidden_states=True,
                                  logits_to_keep=1).hidden_states[-1][:, -1]
                 out.append(self._head(hidden))
@@ -742,6 +861,8 @@ class TransformersBackend:
         together = encode([prefix + s for s in suffixes], add_special_tokens=False)["input_ids"]
         if not head_ids or any(not t or j != head_ids + t for j, t in zip(together, tails)):
             return self.last_logits([prefix + s for s in suffixes], batch_size)
+        # the prefix is computed once: counted once
+        self.usage.add(len(head_ids) + sum(map(len, tails)), requests=len(tails))
         out = []
         with torch.no_grad():
             shared = self.lm(input_ids=torch.tensor([head_ids], device=self.device),
@@ -784,6 +905,9 @@ class TransformersBackend:
                     temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
                     pad_token_id=self.tokenizer.pad_token_id)
                 new = output[:, batch["input_ids"].shape[1]:]
+                for prompt, written in zip(batch["attention_mask"].sum(dim=1).tolist(),
+                                           (new != self.tokenizer.pad_token_id).sum(1).tolist()):
+                    self.usage.add(prompt, written)
                 answers += [prefix + a for a in
                             self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         return answers

@@ -217,6 +217,67 @@ class TitleMatcher:
         )
 
 
+#: Capitalised words that start requests rather than name movies ("I loved Heat...").
+_NOT_TITLES = frozenset("""i i'm im i've i'd hi hello hey thanks thank please something
+    anything maybe also but and so my me we you yes no ok okay can could would what any some
+    like love loved it this that not too really very recommend looking want need
+    movie movies film films watch""".split())
+_CONNECTOR = r"(?:of|the|a|an|and|in|on|to|for|at|by|with|from|&|-)"
+_WORD = r"[A-Z0-9][\w'’:-]*"  # no "." "!" "?": a sentence's end is a title's end
+_SPAN = re.compile(rf"\b{_WORD}(?:\s+(?:{_CONNECTOR}\s+)*{_WORD})*(?:\s*\((?:18|19|20)\d\d\))?")
+_QUOTED = re.compile(r"\"([^\"]{1,120})\"|“([^”]{1,120})”")
+_SPLIT = re.compile(r"\s*(?:,|\band\b|\bwith\b|&)\s*")
+
+
+@dataclass(frozen=True)
+class Mentions:
+    """The movies a free text names: resolved items in order of mention, and the title-like
+    phrases that resolved to no corpus movie (reported, never guessed)."""
+
+    items: list[int]
+    unknown: list[str]
+
+
+def find_titles(text: str, matcher: TitleMatcher) -> Mentions:
+    """The corpus movies `text` names. Candidates are quoted phrases (resolved with the typo
+    fallback) and runs of capitalised words, optionally with a "(year)" (resolved exactly, the
+    whole run first, then its parts split at commas, "and" and "with"). A phrase that resolves to
+    nothing is reported in `unknown` when it is quoted, carries a year or stands inside a
+    sentence; capitalised words that open a sentence or a request ("I", "Something") are not."""
+    items: list[int] = []
+    unknown: list[str] = []
+    taken: list[tuple[int, int]] = []
+
+    def add(found: Match | None) -> bool:
+        if found is not None and found.item_id not in items:
+            items.append(found.item_id)
+        return found is not None
+
+    for match in _QUOTED.finditer(text):
+        phrase = (match.group(1) or match.group(2)).strip()
+        taken.append(match.span())
+        if phrase and not add(matcher.resolve(phrase)):
+            unknown.append(phrase)
+    for match in _SPAN.finditer(text):
+        start, end = match.span()
+        if any(a <= start < b for a, b in taken):
+            continue
+        phrase = match.group(0).strip(" .,!?;:")
+        words = phrase.split()
+        opens = not text[:start].strip() or text[:start].rstrip()[-1] in ".!?"
+        while words and words[0].lower().strip(".,!?") in _NOT_TITLES:
+            words, opens = words[1:], False  # "I", "Something"... then a phrase inside it
+        phrase = " ".join(words)
+        if not phrase or add(matcher.resolve(phrase, fuzzy=False)):
+            continue
+        parts = [part for part in _SPLIT.split(phrase) if part] or [phrase]
+        missed = [part for part in parts if len(parts) == 1
+                  or not add(matcher.resolve(part, fuzzy=False))]
+        if phrase.endswith(")") or not opens:  # a year, or inside a sentence: say so
+            unknown += missed
+    return Mentions(items, list(dict.fromkeys(unknown)))
+
+
 def perturb_name(title: str, year: int | None, rng: np.random.Generator,
                  needs_year: bool = False) -> str:
     """A name as a person or an LLM might write `title`: one or two random perturbations among

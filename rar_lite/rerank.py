@@ -30,10 +30,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from rar_lite import parsing, prompts
 from rar_lite.conversations import Conversation
-from rar_lite.llm import ResponseCache, TransformersBackend, cached_generate
+from rar_lite.llm import (
+    Backend,
+    OpenAIChatBackend,
+    ResponseCache,
+    TransformersBackend,
+    cached_generate,
+    require_logits,
+)
 from rar_lite.matching import TitleMatcher
 
 
@@ -182,8 +190,13 @@ class KeywordReranker:
 # --- LLM rerankers ---------------------------------------------------------------------------
 
 class _LLMReranker:
+    name = "llm"
+    needs_logits = True  # reads next-token logits: a local model only (`llm.require_logits`)
+
     def __init__(self, backend: TransformersBackend, corpus: pd.DataFrame,
                  response_cache: ResponseCache | None = None) -> None:
+        if self.needs_logits:
+            require_logits(backend, self.name)
         self.backend = backend
         self.texts = corpus.set_index("item_id")["text"]
         self.cache = response_cache
@@ -305,26 +318,42 @@ class GenerationReranker(_LLMReranker):
     """The LLM writes a ranked list of titles; each is resolved with the title matcher."""
 
     name = "generation"
+    needs_logits = False  # text in, text out: every backend, API models included
 
-    def __init__(self, backend: TransformersBackend, corpus: pd.DataFrame,
+    def __init__(self, backend: Backend, corpus: pd.DataFrame,
                  matcher: TitleMatcher, n: int = 5, max_new_tokens: int = 96,
                  response_cache: ResponseCache | None = None) -> None:
         super().__init__(backend, corpus, response_cache)
         self.matcher, self.n, self.max_new_tokens = matcher, n, max_new_tokens
 
-    def answer(self, conversation: Conversation, candidates: list[int]) -> str:
-        prompt = prompts.listwise_prompt(conversation, [self.texts[c] for c in candidates],
-                                         generation=True, n=self.n)
-        if self.cache is None:
-            return self.backend.generate([prompt], self.max_new_tokens)[0]
-        return cached_generate(self.backend, [prompt], self.cache, self.max_new_tokens)[0]
+    def prompt(self, conversation: Conversation, candidates: list[int]) -> str:
+        return prompts.listwise_prompt(conversation, [self.texts[c] for c in candidates],
+                                       generation=True, n=self.n)
+
+    def answers(self, asked: list[str], progress: bool = False) -> list[str]:
+        """The raw answers to prompts, through the response cache when there is one: a local
+        model answers one prompt at a time (no padding), an API model gets them all at once
+        and keeps its `concurrency` in flight."""
+        pooled = isinstance(self.backend, OpenAIChatBackend)
+        groups = [asked] if pooled else [[one] for one in asked]
+        out: list[str] = []
+        for group in tqdm(groups, desc=self.name, disable=not progress or pooled, leave=False):
+            out += cached_generate(self.backend, group, self.cache, self.max_new_tokens,
+                                   progress=progress and pooled)
+        return out
 
     def rank(self, conversation: Conversation, candidates: Sequence[int]) -> Ranking:
-        candidates = _check(candidates)
-        if not candidates:
-            return Ranking([], None, "no candidates")
-        raw = self.answer(conversation, candidates)
-        return rank_from_answer(raw, candidates, self.matcher)
+        return self.rank_all([conversation], [candidates])[0]
+
+    def rank_all(self, conversations: Sequence[Conversation],
+                 candidates: Sequence[Sequence[int]], progress: bool = False) -> list[Ranking]:
+        """`rank` of each conversation with its candidates, every prompt sent at once."""
+        checked = [_check(c) for c in candidates]
+        asked = [n for n, c in enumerate(checked) if c]
+        raw = dict(zip(asked, self.answers([self.prompt(conversations[n], checked[n])
+                                            for n in asked], progress)))
+        return [rank_from_answer(raw[n], c, self.matcher) if c else
+                Ranking([], None, "no candidates") for n, c in enumerate(checked)]
 
 
 def resolve_names(names: Sequence[str], matcher: TitleMatcher) -> tuple[list[int], list[str]]:

@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 from rar_lite import profiles, prompts, rerank, retriever, simulate
 from rar_lite.conversations import Conversation, Turn
 from rar_lite.corpus import load_corpus
+from rar_lite.llm import Backend, ResponseCache, gives_logits
+from rar_lite.matching import TitleMatcher
 from rar_lite.tune import Example, pointwise_examples
 
 NO_REQUEST = "(no request)"
@@ -94,13 +96,47 @@ class RandomOrder:
         return rerank.Ranking([candidates[i] for i in rng.permutation(len(candidates))])
 
 
+def zero_shot_rerankers(backend: Backend, corpus: pd.DataFrame, seed: int = 0,
+                        response_cache: ResponseCache | None = None) -> dict[str, object]:
+    """Chapter 4's first table: chance, the retriever's order, the keyword rule and, when the
+    backbone gives next-token logits (a local model), the zero-shot verbalizer (once, and
+    averaged over 4 shown orders) and pointwise reranker."""
+    rankers: dict[str, object] = {"random order": RandomOrder(seed),
+                                  "retriever order": rerank.RetrieverOrder(),
+                                  "keyword match": rerank.KeywordReranker(corpus)}
+    if gives_logits(backend):
+        rankers.update({
+            "verbalizer (zero-shot)": rerank.VerbalizerReranker(
+                backend, corpus, response_cache=response_cache),
+            "verbalizer x4 permutations (zero-shot)": rerank.VerbalizerReranker(
+                backend, corpus, permutations=4, response_cache=response_cache),
+            "pointwise (zero-shot)": rerank.PointwiseReranker(
+                backend, corpus, response_cache=response_cache)})
+    return rankers
+
+
+def generation_rerankers(backend: Backend, corpus: pd.DataFrame, matcher: TitleMatcher,
+                         response_cache: ResponseCache | None = None) -> dict[str, object]:
+    """Chapter 4's generation modes: free generation (every backbone) and, with logits,
+    generation constrained to the candidates' titles."""
+    rankers: dict[str, object] = {"generation (zero-shot)": rerank.GenerationReranker(
+        backend, corpus, matcher, response_cache=response_cache)}
+    if gives_logits(backend):
+        rankers["constrained generation (zero-shot)"] = rerank.ConstrainedReranker(
+            backend, corpus, response_cache=response_cache)
+    return rankers
+
+
 def run(reranker: object, conversations: list[Conversation], candidates: list[list[int]],
         progress: bool = False) -> tuple[list[rerank.Ranking], float]:
     """Rankings of every case and the mean seconds per conversation."""
     started = time.perf_counter()
-    rankings = [reranker.rank(c, pool) for c, pool in tqdm(
-        list(zip(conversations, candidates)), desc=getattr(reranker, "name", "rerank"),
-        disable=not progress)]
+    if isinstance(reranker, rerank.GenerationReranker):  # every prompt at once (an API pool)
+        rankings = reranker.rank_all(conversations, candidates, progress)
+    else:
+        rankings = [reranker.rank(c, pool) for c, pool in tqdm(
+            list(zip(conversations, candidates)), desc=getattr(reranker, "name", "rerank"),
+            disable=not progress)]
     return rankings, (time.perf_counter() - started) / max(1, len(conversations))
 
 
@@ -116,7 +152,8 @@ def compare_rerankers(rerankers: dict[str, object], conversations: list[Conversa
     rows, all_rankings = [], {}
     jobs = [(name, r, conversations) for name, r in rerankers.items()]
     jobs += [(f"{name} (words removed)", rerankers[name],
-              [without_request(c) for c in conversations]) for name in ablate]
+              [without_request(c) for c in conversations]) for name in ablate
+             if name in rerankers]  # a mode the backbone cannot run is not there to ablate
     for name, reranker, cases in jobs:
         rankings, _ = run(reranker, cases, candidates, progress)
         scores = rerank.evaluate_rankings(rankings, conversations)
@@ -171,18 +208,19 @@ def tuned_backend(setup: StudySetup, config=None, n_train: int = 1000, seed: int
 
 
 def chapter_tuning(profile: str | profiles.Profile = profiles.FULL,
-                   sets: simulate.SimulatedSets | None = None):
+                   sets: simulate.SimulatedSets | None = None, progress: bool = False):
     """(backend, TuneResult) of chapter 4's tuned pointwise reranker at `profile`'s sizes, for
     the later chapters; the adapter chapter 4 cached is reused."""
     profile = profiles.get(profile)
     study = study_setup(4, seed=0, profile=profile, sets=sets)
-    return tuned_backend(study, profile.tune, n_train=profile.tune_conversations)
+    return tuned_backend(study, profile.tune, n_train=profile.tune_conversations,
+                         progress=progress)
 
 
 def chapter_backend(profile: str | profiles.Profile = profiles.FULL,
-                    sets: simulate.SimulatedSets | None = None):
+                    sets: simulate.SimulatedSets | None = None, progress: bool = False):
     """The backend of `chapter_tuning` alone."""
-    return chapter_tuning(profile, sets)[0]
+    return chapter_tuning(profile, sets, progress)[0]
 
 
 def describe(table: pd.DataFrame, metric: str = "ndcg@10") -> str:

@@ -198,6 +198,8 @@ def train_retriever(split: Split, vocab: ItemVocab, model_config: ModelConfig,
                                   weight_decay=train_config.weight_decay)
     state = _load_state(directory, model, optimizer) or {
         "epoch": 0, "best_epoch": 0, "best_recall10": -1.0, "history": [], "done": False}
+    if state["done"]:
+        cache.say(f"{model_config.model}: reusing the finished run in the cache", progress)
     windows = training_windows(split, vocab, model_config.max_len)
     calls = 0
     bar = tqdm(total=train_config.epochs, initial=state["epoch"], desc=model_config.model,

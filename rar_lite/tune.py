@@ -231,6 +231,7 @@ def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
                              for s in snapshots):
         saved = json.loads(meta.read_text())
         if {k: saved.get(k) for k in record} == record:
+            cache.say("LoRA tuning: reusing the adapter in the cache", progress)
             return TuneResult(directory, pd.DataFrame(saved["history"]), saved["seconds"])
     if not examples:
         raise ValueError("no training examples")

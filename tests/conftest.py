@@ -50,3 +50,14 @@ def matcher(corpus: pd.DataFrame):
     from rar_lite.matching import TitleMatcher
 
     return TitleMatcher(corpus)
+
+
+@pytest.fixture(scope="session")
+def local_llm(session_cache: Path):
+    """A real OpenAI-compatible server (`transformers serve`, someone else's code) with the
+    packaged SmolLM2 on 127.0.0.1, started once per test process and stopped at its end (one
+    torch thread: it shares two cores with the test workers)."""
+    from rar_lite import serve
+
+    with serve.local_server(threads=1) as server:
+        yield server

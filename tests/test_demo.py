@@ -68,3 +68,63 @@ def test_widget_runs_headless(engine: demo.DemoEngine) -> None:
     widget.button.click()
     assert "type a request" in widget.result.value  # errors are shown, not raised
     assert widget.box.children[0] is widget.persona
+
+
+def test_titles_in_free_text_are_found_and_unknown_ones_reported(matcher) -> None:
+    from rar_lite.matching import find_titles
+
+    heat, suspects = (matcher.resolve(t).item_id for t in ("Heat (1995)", "The Usual Suspects"))
+    toy, matrix = (matcher.resolve(t).item_id for t in ("Toy Story", "The Matrix"))
+    assert find_titles("I loved Heat and want another heist film", matcher).items == [heat]
+    found = find_titles('Loved "The Usual Suspects" and Heat (1995). Not The Galactic Pancake '
+                        'Odyssey though', matcher)
+    assert found.items == [suspects, heat]
+    assert found.unknown == ["The Galactic Pancake Odyssey"]
+    assert find_titles("Something like Toy Story and The Matrix, please.", matcher).items == [
+        toy, matrix]  # one capitalised run, split at "and" when it names no movie as a whole
+    nothing = find_titles("I want a comedy. Something light!", matcher)
+    assert nothing.items == [] and nothing.unknown == []  # openers are not titles
+    assert find_titles('Like "Hte Matrix"', matcher).items == [matrix]  # quoted: typos allowed
+
+
+def test_recommend_text_runs_the_pipeline_and_serialises(engine: demo.DemoEngine,
+                                                         matcher) -> None:
+    result = engine.recommend_text("I loved Heat. Something animated and funny like "
+                                   "The Galactic Pancake Odyssey", ranker="keyword rule", top=2)
+    heat = matcher.resolve("Heat (1995)").item_id
+    assert result.conversation.history == (heat,) and engine.retrievers["fixed"].histories[
+        -1] == [heat]
+    assert result.unresolved == ["The Galactic Pancake Odyssey"]
+    record = result.as_json()
+    assert [r["title"] for r in record["recommendations"]] == list(result.ranking["title"])
+    assert record["recommendations"][0]["item_id"] == result.items[0]
+    assert "genre Animation" in record["recommendations"][0]["why"]
+    assert record["history"] == [heat] and record["unresolved"] == result.unresolved
+    with pytest.raises(ValueError, match="type a request"):
+        engine.recommend_text("   ")
+
+
+def test_recommend_command_prints_table_or_json(engine: demo.DemoEngine, monkeypatch,
+                                                capsys) -> None:
+    import json
+
+    from rar_lite import cli
+
+    asked = {}
+
+    def fake_engine(**options):
+        asked.update(options)
+        return engine
+
+    monkeypatch.setattr(demo, "chapter_engine", fake_engine)
+    assert cli.main(["recommend", "I loved Heat and want something animated", "--k", "2",
+                     "--quick", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "movies you named: Heat (1995)" in printed and "rank" in printed
+    assert asked == {"profile": "quick", "progress": False, "loop": False, "llm": None}
+    assert cli.main(["recommend", "Heat", "--json", "--no-progress"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert len(record["recommendations"]) == 5 and record["history"]
+    assert cli.main(["recommend", "  ", "--no-progress"]) == 2
+    assert "the request is empty" in capsys.readouterr().err
+    assert cli.main(["recommend", "Heat", "--llm", "gpt"]) == 2

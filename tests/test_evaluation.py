@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from rar_lite import cli, evaluation, metrics, popularity, stats
+from rar_lite import baselines, cli, evaluation, metrics, popularity, rerank, stats
 from rar_lite.baselines import OpenRecommender, PopularityRecommender, ranking_from_open_answer
 from rar_lite.conversations import Conversation, Turn
 from rar_lite.llm import ResponseCache
@@ -354,3 +354,58 @@ def test_paired_relative_is_a_fraction_of_the_baseline_mean() -> None:
     assert out["absolute"] == pytest.approx(float(np.mean(b - a)))
     zero = stats.paired_relative(np.zeros(5), np.zeros(5))
     assert np.isnan(zero["mean"]) and zero["absolute"] == 0.0
+
+
+def test_api_modes_through_a_real_server(local_llm, corpus, matcher) -> None:
+    """Generation mode and the LLM without retrieval through `transformers serve`."""
+    backend = local_llm.backend(concurrency=2)
+    said = "I loved Heat (1995). Can you suggest another crime thriller?"
+    conversation = Conversation("real-server", (Turn("seeker", said),), (), (), "u")
+    candidates = [int(i) for i in corpus["item_id"].head(5)]
+    ranking = rerank.GenerationReranker(backend, corpus, matcher, n=3,
+                                        max_new_tokens=24).rank(conversation, candidates)
+    assert sorted(ranking.items) == sorted(candidates) and ranking.failure is None
+    opened = baselines.OpenRecommender(backend, matcher, n=3, max_new_tokens=24)
+    assert len(opened.answers([conversation])[0]) > 0
+    assert backend.usage.requests == 2
+    assert backend.usage.prompt_tokens > 50 and 0 < backend.usage.completion_tokens <= 48
+
+
+def test_evaluate_with_an_api_backbone_end_to_end(local_llm, tmp_path: Path, monkeypatch,
+                                                  capsys) -> None:
+    for name, value in local_llm.environment().items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "api"
+    code = cli.main(["evaluate", "--quick", "--no-progress", "--systems", "popularity", "llm",
+                     "rar-generate", "--datasets", "simulated", "--seeds", "0", "--n-simulated",
+                     "2", "--n-generate", "2", "--llm", local_llm.spec, "--llm-concurrency", "1",
+                     "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert local_llm.spec in capsys.readouterr().out  # the table names the backbone
+    record = json.loads((out / "results.json").read_text())
+    assert record["config"]["llm"] == local_llm.spec
+    assert record["backbones"] == {"Popularity": "—", "LLM without retrieval": local_llm.spec,
+                                   "RAR, generation mode (zero-shot)": local_llm.spec}
+    cost = pd.read_csv(out / "cost.csv", index_col="system")
+    assert cost.loc["Popularity", "prompt tokens / conversation"] == 0
+    for system in ("LLM without retrieval", "RAR, generation mode (zero-shot)"):
+        assert cost.loc[system, "prompt tokens / conversation"] > 0
+        assert 0 < cost.loc[system, "completion tokens / conversation"] <= 32
+    rankings = [json.loads(line) for line in (out / "rankings.jsonl").read_text().splitlines()]
+    assert {r["system"] for r in rankings} == set(record["backbones"])
+
+
+def test_overhead_states_the_llm_cost_against_the_retriever() -> None:
+    cost = pd.DataFrame({"conversations": [5, 5, 5], "s / conversation": [0.01, 0.5, 0.0],
+                         "LLM prompts / conversation": [0.0, 20.0, 0.0],
+                         "prompt tokens / conversation": [0.0, 1200.0, 0.0],
+                         "completion tokens / conversation": [0.0, 0.0, 0.0]},
+                        index=pd.Index(["Retriever only (SFT)", "RAR, SFT retriever",
+                                        "Popularity"], name="system"))
+    text = evaluation.overhead(cost)
+    assert "incurs significant overhead" in text
+    assert "- RAR, SFT retriever: 0.50 s, 20 prompts, 1200 prompt and 0 completion tokens, 50x " \
+           "the retriever alone (0.010 s)." in text
+    assert "Popularity" not in text and "Retriever only (SFT):" not in text
+    assert evaluation.overhead(cost.drop(index="RAR, SFT retriever")) == (
+        "No system in this run used an LLM.")

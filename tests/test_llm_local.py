@@ -187,3 +187,23 @@ def test_shared_prefix_scoring_equals_full_prompts(corpus, items) -> None:
     assert torch.allclose(fast, exact.last_logits(texts), atol=1e-3)
     # no shared line: plain scoring
     assert rerank.shared_prefix(["abc", "abd"]) == "" and rerank.shared_prefix(["x\ny"]) == ""
+
+
+def test_local_token_counts_follow_the_tokenizer(backend) -> None:
+    prompt = "Name one heist movie."
+    before = backend.usage.copy()
+    answer = backend.generate([prompt], max_new_tokens=8)[0]
+    spent = backend.usage.since(before)
+    tokenizer = backend.tokenizer
+    asked = len(tokenizer(backend.chat_prompt(prompt), add_special_tokens=False)["input_ids"])
+    assert (spent.prompt_tokens, spent.requests) == (asked, 1)
+    written = len(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    assert 0 < spent.completion_tokens <= 8 and abs(spent.completion_tokens - written) <= 1
+    # pointwise scoring: the shared prefix counts once, each candidate's suffix once
+    before = backend.usage.copy()
+    backend.prefix_last_logits("shared line\n", ["first", "second one"])
+    spent = backend.usage.since(before)
+    pieces = [len(tokenizer(t, add_special_tokens=False)["input_ids"])
+              for t in ("shared line\n", "first", "second one")]
+    assert (spent.prompt_tokens, spent.requests) == (sum(pieces), 2)
+    assert spent.completion_tokens == 0  # scoring writes nothing
