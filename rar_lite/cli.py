@@ -253,7 +253,8 @@ def _recommend(args: argparse.Namespace) -> int:
         check_llm(args.llm)
     with library_bars(show=not args.no_progress):
         engine = demo.chapter_engine(profile="quick" if args.quick else "full",
-                                     progress=not args.no_progress, loop=False, llm=args.llm)
+                                     progress=not args.no_progress, loop=False, llm=args.llm,
+                                     dense=True)
         result = engine.recommend_text(args.text, top=args.k)
     if args.json:
         print(json.dumps(result.as_json(), indent=1, ensure_ascii=False))
@@ -266,7 +267,8 @@ def _recommend(args: argparse.Namespace) -> int:
     pd.set_option("display.width", 200)
     pd.set_option("display.max_colwidth", 80)
     print(result.ranking.to_string(index=False))
-    print(f"({result.seconds:.2f} s: retrieve {engine.k}, then {next(iter(engine.rankers))})")
+    print(f"({result.seconds:.2f} s: {next(iter(engine.retrievers))} retrieves {engine.k}, "
+          f"then {next(iter(engine.rankers))})")
     return 0
 
 

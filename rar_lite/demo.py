@@ -150,7 +150,11 @@ class DemoEngine:
             if name not in options:
                 raise ValueError(f"unknown option {name!r}; choose from {', '.join(options)}")
         began = time.perf_counter() if began is None else began
-        ids, scores = self.retrievers[retriever].topk([list(conversation.history)], self.k)
+        chosen = self.retrievers[retriever]
+        if hasattr(chosen, "topk_conversations"):  # reads the words too (the fused retriever)
+            ids, scores = chosen.topk_conversations([conversation], self.k)
+        else:  # reads the history only (LRURec)
+            ids, scores = chosen.topk([list(conversation.history)], self.k)
         candidates = [int(i) for i in ids[0]]
         ranking = self.rankers[ranker].rank(conversation, candidates)
         wants = self.keywords.wants(conversation)
@@ -300,13 +304,17 @@ def build_demo(engine: DemoEngine, persona: str | None = None) -> Demo:
 
 
 def chapter_engine(seed: int = 0, profile: str | Profile = "full", progress: bool = False,
-                   loop: bool = True, llm: str | None = None) -> DemoEngine:
+                   loop: bool = True, llm: str | None = None, dense: bool = False
+                   ) -> DemoEngine:
     """The engine of chapter 8, from what chapters 3–5 built at `profile`'s sizes (cached, else
     built now): the SFT LRURec and (with `loop`) the same retriever after the feedback loop;
     chapter 4's tuned pointwise LLM, the keyword rule and the retriever's own order as ranking
     modes. With `llm` (a `backbones` spec other than the default), the first ranking mode is that
     model in generation mode (it writes the titles it picks from the candidates' cards), which
-    works with any backbone, API models included."""
+    works with any backbone, API models included. With `dense`, the first retriever is this
+    project's fused one: the zero-shot MiniLM over the request and the item cards, with LRURec's
+    and the popularity prior's scores (`realdata.DEFAULT_WEIGHTS`; mentioned movies left out),
+    which reads the words as well as the titles (`rar-lite recommend` uses it)."""
     from rar_lite import backbones, feedback, loop_study, profiles, reranker_study
     from rar_lite.llm import ResponseCache
 
@@ -321,7 +329,14 @@ def chapter_engine(seed: int = 0, profile: str | Profile = "full", progress: boo
         backend = backbones.load(llm)
         rankers = {f"LLM ({backbones.label(backend)}, generation)": rerank.GenerationReranker(
             backend, setup.corpus, matcher, response_cache=responses), **rankers}
-    retrievers = {"SFT retriever": setup.served}
+    retrievers: dict[str, object] = {"SFT retriever": setup.served}
+    if dense:
+        from rar_lite import realdata
+
+        fit = realdata.fit(setup.corpus, [int(i) for i in setup.served.vocab.item_ids],
+                           setup.served, None, progress=progress)
+        retrievers = {"fused (dense + LRURec)": fit.fused(setup.served, setup.corpus,
+                                                          exclude_history=True), **retrievers}
     if loop:
         trained = loop_study.run_feedback(
             setup, llm_ranker, feedback.LoopConfig(rounds=profile.loop_rounds, seed=seed),

@@ -121,10 +121,26 @@ def test_recommend_command_prints_table_or_json(engine: demo.DemoEngine, monkeyp
                      "--quick", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "movies you named: Heat (1995)" in printed and "rank" in printed
-    assert asked == {"profile": "quick", "progress": False, "loop": False, "llm": None}
+    assert asked == {"profile": "quick", "progress": False, "loop": False, "llm": None,
+                     "dense": True}
     assert cli.main(["recommend", "Heat", "--json", "--no-progress"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert len(record["recommendations"]) == 5 and record["history"]
     assert cli.main(["recommend", "  ", "--no-progress"]) == 2
     assert "the request is empty" in capsys.readouterr().err
     assert cli.main(["recommend", "Heat", "--llm", "gpt"]) == 2
+
+
+def test_a_retriever_that_reads_the_words_gets_the_conversation(corpus, matcher) -> None:
+    class _WordsRetriever(_FixedRetriever):
+        def topk_conversations(self, conversations, k=20):
+            self.histories += [c.seeker_text() for c in conversations]
+            return self.topk([[]], k)
+
+    titles = ["Toy Story", "Heat", "Casablanca"]
+    reader = _WordsRetriever([int(corpus.index[corpus.title == t][0]) for t in titles])
+    engine = demo.DemoEngine(corpus, matcher, {"words": reader},
+                             {"retriever order": rerank.RetrieverOrder()}, k=3)
+    result = engine.recommend_text("A heist film like Heat")
+    assert reader.histories[0] == "A heist film like Heat"  # the text, not only the history
+    assert list(result.ranking["title"]) == titles
