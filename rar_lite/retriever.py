@@ -203,7 +203,7 @@ def train_retriever(split: Split, vocab: ItemVocab, model_config: ModelConfig,
     windows = training_windows(split, vocab, model_config.max_len)
     calls = 0
     bar = tqdm(total=train_config.epochs, initial=state["epoch"], desc=model_config.model,
-               disable=not progress)
+               disable=not progress or state["done"])
     while not state["done"] and state["epoch"] < train_config.epochs:
         if max_epochs_this_call is not None and calls >= max_epochs_this_call:
             break
