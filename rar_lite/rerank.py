@@ -5,6 +5,7 @@ computed on a full list), plus what went wrong if anything did (`failure`), the 
 generation modes, the names that resolve to no corpus item (`hallucinated`) and the real movies
 named that are not candidates (`outside`).
 
+- `RandomOrder`: a seeded random permutation per conversation (chance, measured).
 - `RetrieverOrder`: the retriever's own order (the baseline every reranker must beat).
 - `KeywordReranker`: a rule with no learning: candidates reordered by how many of the seeker's
   stated attributes (genre words, decade, runtime, acclaim, MPAA) their metadata matches.
@@ -17,7 +18,9 @@ named that are not candidates (`outside`).
 - `PointwiseReranker`: one short yes/no prompt per candidate, scored by logit(yes) - logit(no):
   no position bias by construction, and the mode a small model can be taught (`rar_lite.tune`).
 
-LLM calls go through `rar_lite.llm.ResponseCache` when one is given.
+The LLM rerankers take any backend (`rar_lite.backbones`); those that read next-token logits
+(verbalizer, constrained, pointwise) refuse an API model and say which modes work instead. LLM
+calls go through `rar_lite.llm.ResponseCache` when one is given.
 """
 
 from __future__ import annotations
@@ -68,6 +71,20 @@ def _check(candidates: Sequence[int]) -> list[int]:
 def _by_scores(candidates: list[int], scores: np.ndarray) -> Ranking:
     order = np.argsort(-scores, kind="stable")  # ties keep the retriever's order
     return Ranking([candidates[i] for i in order], [float(scores[i]) for i in order])
+
+
+class RandomOrder:
+    """A random permutation per conversation (seeded): the chance level, measured."""
+
+    name = "random order"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def rank(self, conversation: Conversation, candidates: Sequence[int]) -> Ranking:
+        candidates = _check(candidates)
+        rng = np.random.default_rng([self.seed, zlib.crc32(conversation.conversation_id.encode())])
+        return Ranking([candidates[i] for i in rng.permutation(len(candidates))])
 
 
 class RetrieverOrder:

@@ -81,27 +81,12 @@ def without_request(conversation: Conversation) -> Conversation:
     return replace(conversation, turns=turns)
 
 
-class RandomOrder:
-    """A random permutation per conversation (seeded): the chance level, measured."""
-
-    name = "random order"
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-
-    def rank(self, conversation: Conversation, candidates: list[int]) -> rerank.Ranking:
-        import zlib
-
-        rng = np.random.default_rng([self.seed, zlib.crc32(conversation.conversation_id.encode())])
-        return rerank.Ranking([candidates[i] for i in rng.permutation(len(candidates))])
-
-
 def zero_shot_rerankers(backend: Backend, corpus: pd.DataFrame, seed: int = 0,
                         response_cache: ResponseCache | None = None) -> dict[str, object]:
     """Chapter 4's first table: chance, the retriever's order, the keyword rule and, when the
     backbone gives next-token logits (a local model), the zero-shot verbalizer (once, and
     averaged over 4 shown orders) and pointwise reranker."""
-    rankers: dict[str, object] = {"random order": RandomOrder(seed),
+    rankers: dict[str, object] = {"random order": rerank.RandomOrder(seed),
                                   "retriever order": rerank.RetrieverOrder(),
                                   "keyword match": rerank.KeywordReranker(corpus)}
     if gives_logits(backend):

@@ -55,25 +55,14 @@ def main() -> None:
         setup, TuneConfig(steps=args.steps, seed=args.seed), n_train=args.train, progress=True)
     print(f"tuning: {args.steps} steps in {result.seconds / 60:.1f} min; final margin "
           f"{result.history['margin'].tail(10).mean():.2f}", flush=True)
-    fast = {
-        "random order": reranker_study.RandomOrder(args.seed),
-        "retriever order": rerank.RetrieverOrder(),
-        "keyword match": rerank.KeywordReranker(setup.corpus),
-        "verbalizer (zero-shot)": rerank.VerbalizerReranker(base, setup.corpus,
-                                                            response_cache=responses),
-        "verbalizer x4 permutations (zero-shot)": rerank.VerbalizerReranker(
-            base, setup.corpus, permutations=4, response_cache=responses),
-        "pointwise (zero-shot)": rerank.PointwiseReranker(base, setup.corpus, response_cache=responses),
-        "pointwise (tuned)": rerank.PointwiseReranker(tuned, setup.corpus, response_cache=responses),
-    }
+    fast = {**reranker_study.zero_shot_rerankers(base, setup.corpus, args.seed, responses),
+            "pointwise (tuned)": rerank.PointwiseReranker(tuned, setup.corpus,
+                                                          response_cache=responses)}
     table, _ = reranker_study.compare_rerankers(
         fast, setup.conversations, setup.candidates, progress=True,
         ablate=("verbalizer (zero-shot)", "pointwise (tuned)"))
-    matcher = TitleMatcher(setup.corpus)
-    slow = {"generation (zero-shot)": rerank.GenerationReranker(base, setup.corpus, matcher,
-                                                                response_cache=responses),
-            "constrained generation (zero-shot)": rerank.ConstrainedReranker(
-                base, setup.corpus, response_cache=responses)}
+    slow = reranker_study.generation_rerankers(base, setup.corpus, TitleMatcher(setup.corpus),
+                                               responses)
     n = args.n_generation
     slow_table, _ = reranker_study.compare_rerankers(
         slow, setup.conversations[:n], setup.candidates[:n], progress=True)

@@ -146,3 +146,13 @@ def test_eval_config_and_cli_check_the_llm_before_any_work(monkeypatch, tmp_path
     with pytest.raises(SystemExit) as exited:  # argparse's own check
         cli.main([*base, "--llm-concurrency", "0"])
     assert exited.value.code == 2 and "--llm-concurrency: 0 is below 1" in capsys.readouterr().err
+
+
+def test_chapter_4_sets_leave_out_the_logit_modes_for_an_api_model(corpus, matcher) -> None:
+    from rar_lite import reranker_study
+
+    api = llm.OpenAIChatBackend(model="m", base_url="http://127.0.0.1:9/v1", api_key="k")
+    assert list(reranker_study.zero_shot_rerankers(api, corpus)) == [
+        "random order", "retriever order", "keyword match"]
+    assert list(reranker_study.generation_rerankers(api, corpus, matcher)) == [
+        "generation (zero-shot)"]

@@ -119,3 +119,15 @@ def test_interpolation_equals_each_component_at_its_extremes() -> None:
     assert sorted(middle) == sorted(candidates)
     with pytest.raises(ValueError, match="weight"):
         rerank.InterpolatedReranker(_Fixed(), 1.5)
+
+
+def test_random_order_is_a_seeded_permutation_per_conversation() -> None:
+    first, second = (Conversation(cid, (Turn("seeker", "anything"),), (), (), "u")
+                     for cid in ("c1", "c2"))
+    candidates = list(range(100, 120))
+    ranker = rerank.RandomOrder(seed=3)
+    ranking = ranker.rank(first, candidates)
+    assert sorted(ranking.items) == candidates and ranking.items != candidates
+    assert ranker.rank(first, candidates).items == ranking.items  # same seed, same order
+    assert rerank.RandomOrder(seed=4).rank(first, candidates).items != ranking.items
+    assert ranker.rank(second, candidates).items != ranking.items  # per conversation
