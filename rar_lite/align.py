@@ -361,5 +361,5 @@ def align_dpo(pairs: list[dict], sft_adapter: Path, config: AlignConfig,
 def margins(reranker: PointwiseReranker, pairs: list[dict]) -> np.ndarray:
     """The reranker's logit(yes) − logit(no) on each pair's prompt (for before/after plots)."""
     backend = reranker.backend
-    logits = backend.last_logits([p["prompt"] for p in pairs])
-    return (logits[:, reranker.yes] - logits[:, reranker.no]).numpy()
+    logits = backend.last_logits([p["prompt"] for p in pairs], tokens=(reranker.yes, reranker.no))
+    return (logits[:, 0] - logits[:, 1]).numpy()

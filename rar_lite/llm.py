@@ -821,16 +821,24 @@ class TransformersBackend:
         return {"input_ids": enc["input_ids"].to(self.device),
                 "attention_mask": mask.to(self.device), "position_ids": positions.to(self.device)}
 
-    def _head(self, hidden: Any) -> Any:
-        """fp32 logits from final hidden states (bf16 logits would be rounded to 1/8)."""
+    def _head(self, hidden: Any, tokens: Sequence[int] | None = None) -> Any:
+        """fp32 logits from final hidden states (bf16 logits would be rounded to 1/8): every
+        token's, or only those of `tokens` (columns in that order; a yes/no scorer needs two of
+        49k)."""
         import torch
 
         head = self.lm.get_output_embeddings()
-        return torch.nn.functional.linear(hidden.float(), head.weight.float(),
-                                          None if head.bias is None else head.bias.float()).cpu()
+        weight, bias = head.weight, head.bias
+        if tokens is not None:
+            chosen = torch.tensor(list(tokens), device=weight.device)
+            weight, bias = weight[chosen], None if bias is None else bias[chosen]
+        return torch.nn.functional.linear(hidden.float(), weight.float(),
+                                          None if bias is None else bias.float()).cpu()
 
-    def last_logits(self, texts: Sequence[str], batch_size: int = 8) -> Any:
-        """fp32 next-token logits (B, vocab) after each text (already chat-formatted)."""
+    def last_logits(self, texts: Sequence[str], batch_size: int = 8,
+                    tokens: Sequence[int] | None = None) -> Any:
+        """fp32 next-token logits (B, vocab) after each text (already chat-formatted); with
+        `tokens`, (B, len(tokens)): only those tokens' logits."""
         import torch
 
         out = []
@@ -841,11 +849,11 @@ class TransformersBackend:
                     self.usage.add(row)
                 hidden = self.lm(**batch, output_hidden_states=True,
                                  logits_to_keep=1).hidden_states[-1][:, -1]
-                out.append(self._head(hidden))
+                out.append(self._head(hidden, tokens))
         return torch.cat(out)
 
     def prefix_last_logits(self, prefix: str, suffixes: Sequence[str],
-                           batch_size: int = 20) -> Any:
+                           batch_size: int = 20, tokens: Sequence[int] | None = None) -> Any:
         """`last_logits([prefix + s for s in suffixes])`, with the shared prefix encoded once and
         its key/value cache reused by every suffix (~2x faster for 20 pointwise prompts).
 
@@ -860,7 +868,7 @@ class TransformersBackend:
         tails = [encode(s, add_special_tokens=False)["input_ids"] for s in suffixes]
         together = encode([prefix + s for s in suffixes], add_special_tokens=False)["input_ids"]
         if not head_ids or any(not t or j != head_ids + t for j, t in zip(together, tails)):
-            return self.last_logits([prefix + s for s in suffixes], batch_size)
+            return self.last_logits([prefix + s for s in suffixes], batch_size, tokens)
         # the prefix is computed once: counted once
         self.usage.add(len(head_ids) + sum(map(len, tails)), requests=len(tails))
         out = []
@@ -885,7 +893,7 @@ class TransformersBackend:
                                  position_ids=positions.to(self.device), cache=past,
                                  output_hidden_states=True,
                                  logits_to_keep=1).hidden_states[-1][:, -1]
-                out.append(self._head(hidden))
+                out.append(self._head(hidden, tokens))
         return torch.cat(out)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 64,

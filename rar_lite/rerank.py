@@ -251,7 +251,7 @@ class VerbalizerReranker(_LLMReranker):
             conversation, [self.texts[candidates[i]] for i in order])) for order in orders]
 
         def compute() -> list:
-            logits = self.backend.last_logits(texts)[:, self.label_ids[:len(candidates)]]
+            logits = self.backend.last_logits(texts, tokens=self.label_ids[:len(candidates)])
             return logits.log_softmax(dim=-1).tolist()
 
         return np.array(self._cached("verbalizer", texts, compute))
@@ -300,8 +300,9 @@ class PointwiseReranker(_LLMReranker):
         def compute(batch: list[str]) -> list[float]:
             prefix = shared_prefix(batch)
             logits = self.backend.prefix_last_logits(
-                prefix, [t[len(prefix):] for t in batch], batch_size=self.batch_size)
-            return (logits[:, self.yes] - logits[:, self.no]).tolist()
+                prefix, [t[len(prefix):] for t in batch], batch_size=self.batch_size,
+                tokens=(self.yes, self.no))  # the two logits it reads, not all 49k
+            return (logits[:, 0] - logits[:, 1]).tolist()
 
         if self.cache is None:
             scores = compute(texts)

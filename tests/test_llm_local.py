@@ -207,3 +207,17 @@ def test_local_token_counts_follow_the_tokenizer(backend) -> None:
               for t in ("shared line\n", "first", "second one")]
     assert (spent.prompt_tokens, spent.requests) == (sum(pieces), 2)
     assert spent.completion_tokens == 0  # scoring writes nothing
+
+
+def test_chosen_token_logits_equal_the_full_row(backend) -> None:
+    texts = [backend.chat_prompt("Is Heat a heist movie? Answer yes or no."), "short"]
+    tokens = [backend.tokenizer.encode(w, add_special_tokens=False)[0] for w in ("yes", "no")]
+    full = backend.last_logits(texts)
+    chosen = backend.last_logits(texts, tokens=tokens)
+    assert chosen.shape == (2, 2)
+    assert torch.allclose(chosen, full[:, tokens], atol=1e-4)
+    fast = backend.prefix_last_logits("Is Heat a heist movie?\n", ["yes or no", "maybe"],
+                                      tokens=tokens)
+    whole = backend.last_logits(["Is Heat a heist movie?\nyes or no",
+                                 "Is Heat a heist movie?\nmaybe"])
+    assert torch.allclose(fast, whole[:, tokens], atol=1e-2)
