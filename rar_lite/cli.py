@@ -163,7 +163,7 @@ def validate_evaluate(args: argparse.Namespace) -> Any:
         config = evaluation.EvalConfig.from_profile("quick" if args.quick else "full", **chosen)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
-    check_llm(config.llm, needs_llm=bool({"llm", "rar-generate"} & set(config.systems)))
+    check_llm(config.llm, needs_llm=bool(set(evaluation.ZERO_SHOT) & set(config.systems)))
     for name in config.datasets:
         if name != "simulated":
             try:

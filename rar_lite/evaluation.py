@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from rar_lite import (
     backbones,
@@ -82,6 +81,9 @@ SYSTEMS: dict[str, str] = {
 }
 #: Systems that depend on a trained LRURec, run once per seed.
 SEEDED = ("retriever", "fused", "keyword", "rar-sft", "rar-fused", "rar-loop")
+#: Systems on the zero-shot backbone (`EvalConfig.llm`), and on chapter 4's tuned SmolLM2.
+ZERO_SHOT = ("llm", "rar-generate")
+TUNED = ("rar-sft", "rar-fused", "rar-loop")
 #: Systems that need the dense retriever.
 DENSE = ("dense", "fused", "rar-fused")
 
@@ -523,12 +525,9 @@ def _run_system(system: str, data: ConversationSet, seeded: _Seeded, reranker: o
     with warnings.catch_warnings():  # real data: many mentioned movies are not in the vocab
         warnings.simplefilter("ignore", UserWarning)
         candidates = pipeline.retrieve(served, conversations, config.k)
-    if isinstance(chosen, rerank.GenerationReranker):  # every prompt at once (an API pool)
-        return conversations, chosen.rank_all(conversations, candidates, progress), candidates
-    rankings = [chosen.rank(c, pool) for c, pool in tqdm(
-        list(zip(conversations, candidates)), desc=f"{data.name}: {SYSTEMS[system]}",
-        disable=not progress or isinstance(chosen, (rerank.RetrieverOrder,
-                                                    rerank.KeywordReranker)))]
+    quick = isinstance(chosen, (rerank.RetrieverOrder, rerank.KeywordReranker))  # no bar
+    rankings = rerank.rank_all(chosen, conversations, candidates, progress and not quick,
+                               desc=f"{data.name}: {SYSTEMS[system]}")
     return conversations, rankings, candidates
 
 
@@ -590,13 +589,13 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     vocab = first.served.vocab
     counts = pd.Series(first.served.popularity, index=vocab.item_ids, name="interactions")
     buckets = popularity.buckets(counts)
-    needs_llm = {"llm", "rar-sft", "rar-fused", "rar-loop", "rar-generate"} & set(config.systems)
+    needs_llm = set(ZERO_SHOT + TUNED) & set(config.systems)
     tuned = None
-    if {"rar-sft", "rar-fused", "rar-loop"} & set(config.systems):
+    if set(TUNED) & set(config.systems):
         cache.say("the tuned pointwise reranker (chapter 4)", progress)
         tuned = reranker_study.chapter_backend(sizes, sets, progress)
     zero_shot = (backbones.load(config.llm, concurrency=config.llm_concurrency)
-                 if {"llm", "rar-generate"} & set(config.systems) else None)
+                 if set(ZERO_SHOT) & set(config.systems) else None)
     responses = ResponseCache() if needs_llm else None
     popular = PopularityRecommender(counts)
     reader = (rerank.PointwiseReranker(tuned, corpus, response_cache=responses)
@@ -665,8 +664,7 @@ def system_backbones(systems: tuple[str, ...], tuned: Backend | None,
     rows, "—" for systems without an LLM."""
     out = {}
     for system in systems:
-        backend = (zero_shot if system in ("llm", "rar-generate") else
-                   tuned if system in ("rar-sft", "rar-fused", "rar-loop") else None)
+        backend = zero_shot if system in ZERO_SHOT else tuned if system in TUNED else None
         out[SYSTEMS[system]] = backbones.label(backend) if backend is not None else "—"
     return out
 

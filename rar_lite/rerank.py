@@ -467,6 +467,19 @@ class ConstrainedReranker(_LLMReranker):
         return picked
 
 
+def rank_all(reranker: object, conversations: Sequence[Conversation],
+             candidates: Sequence[Sequence[int]], progress: bool = False,
+             desc: str | None = None) -> list[Ranking]:
+    """`reranker.rank` of each conversation with its candidates; a reranker that sends its
+    prompts together (`GenerationReranker.rank_all`: an API model's requests in flight) gets
+    them all at once."""
+    if isinstance(reranker, GenerationReranker):
+        return reranker.rank_all(conversations, candidates, progress)
+    return [reranker.rank(c, pool) for c, pool in tqdm(
+        list(zip(conversations, candidates)), disable=not progress,
+        desc=desc or getattr(reranker, "name", "rerank"))]
+
+
 def position_bias(rankings: list[Ranking], shown: list[list[int]]) -> np.ndarray:
     """How often the candidate shown at each position ended first: (K,) shares summing to 1.
     An unbiased ranker on randomly placed targets gives about 1/K everywhere."""

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from rar_lite import profiles, prompts, rerank, retriever, simulate
 from rar_lite.conversations import Conversation, Turn
@@ -116,12 +115,7 @@ def run(reranker: object, conversations: list[Conversation], candidates: list[li
         progress: bool = False) -> tuple[list[rerank.Ranking], float]:
     """Rankings of every case and the mean seconds per conversation."""
     started = time.perf_counter()
-    if isinstance(reranker, rerank.GenerationReranker):  # every prompt at once (an API pool)
-        rankings = reranker.rank_all(conversations, candidates, progress)
-    else:
-        rankings = [reranker.rank(c, pool) for c, pool in tqdm(
-            list(zip(conversations, candidates)), desc=getattr(reranker, "name", "rerank"),
-            disable=not progress)]
+    rankings = rerank.rank_all(reranker, conversations, candidates, progress)
     return rankings, (time.perf_counter() - started) / max(1, len(conversations))
 
 
