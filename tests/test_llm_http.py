@@ -101,6 +101,9 @@ def server():
 
 
 def backend(server: ScriptedServer, **kwargs) -> llm.OpenAIChatBackend:
+    """A client of the scripted server, one request at a time: the script's answers go out in
+    the order requests arrive (the pool's order with requests in flight: tests/test_backbones)."""
+    kwargs.setdefault("concurrency", 1)
     return llm.OpenAIChatBackend(model="test-model", base_url=server.url, api_key=KEY,
                                  backoff=0.01, **kwargs)
 
