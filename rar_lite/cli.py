@@ -252,9 +252,8 @@ def _recommend(args: argparse.Namespace) -> int:
     if args.llm is not None:
         check_llm(args.llm)
     with library_bars(show=not args.no_progress):
-        engine = demo.chapter_engine(profile="quick" if args.quick else "full",
-                                     progress=not args.no_progress, loop=False, llm=args.llm,
-                                     dense=True)
+        engine = demo.serving_engine(profile="quick" if args.quick else "full",
+                                     progress=not args.no_progress, llm=args.llm)
         result = engine.recommend_text(args.text, top=args.k)
     if args.json:
         print(json.dumps(result.as_json(), indent=1, ensure_ascii=False))

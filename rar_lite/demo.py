@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import html
 import io
+import json
 import time
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -314,34 +317,100 @@ def chapter_engine(seed: int = 0, profile: str | Profile = "full", progress: boo
     works with any backbone, API models included. With `dense`, the first retriever is this
     project's fused one: the zero-shot MiniLM over the request and the item cards, with LRURec's
     and the popularity prior's scores (`realdata.DEFAULT_WEIGHTS`; mentioned movies left out),
-    which reads the words as well as the titles (`rar-lite recommend` uses it)."""
-    from rar_lite import backbones, feedback, loop_study, profiles, reranker_study
-    from rar_lite.llm import ResponseCache
+    which reads the words as well as the titles (`serving_engine`)."""
+    from rar_lite import feedback, loop_study, profiles, reranker_study
 
     profile = profiles.get(profile)
     setup = loop_study.loop_setup(seed, profile, progress=progress)
-    matcher = TitleMatcher(setup.corpus)
     tuned = reranker_study.chapter_backend(profile, setup.sets, progress)
+    engine = _assemble(setup.corpus, setup.served, tuned, llm, dense, progress)
+    if loop:
+        trained = loop_study.run_feedback(
+            setup, engine.rankers["LLM (tuned pointwise)"],
+            feedback.LoopConfig(rounds=profile.loop_rounds, seed=seed), profile.loop_train,
+            progress=progress)
+        engine.retrievers["after the feedback loop"] = setup.served.with_model(trained.model)
+    return engine
+
+
+def _assemble(corpus: pd.DataFrame, served: Retriever, tuned: object, llm: str | None,
+              dense: bool, progress: bool) -> DemoEngine:
+    """`chapter_engine`'s retrievers and ranking modes around LRURec `served` and the tuned
+    pointwise backend `tuned`."""
+    from rar_lite import backbones
+    from rar_lite.llm import ResponseCache
+
+    matcher = TitleMatcher(corpus)
     responses = ResponseCache()
-    llm_ranker = loop_study.pointwise_reranker(setup, tuned, responses)
-    rankers: dict[str, object] = {"LLM (tuned pointwise)": llm_ranker}
+    rankers: dict[str, object] = {"LLM (tuned pointwise)": rerank.PointwiseReranker(
+        tuned, corpus, response_cache=responses)}
     if llm is not None and backbones.parse(llm) != backbones.parse(backbones.DEFAULT):
         backend = backbones.load(llm)
         rankers = {f"LLM ({backbones.label(backend)}, generation)": rerank.GenerationReranker(
-            backend, setup.corpus, matcher, response_cache=responses), **rankers}
-    retrievers: dict[str, object] = {"SFT retriever": setup.served}
+            backend, corpus, matcher, response_cache=responses), **rankers}
+    retrievers: dict[str, object] = {"SFT retriever": served}
     if dense:
         from rar_lite import realdata
 
-        fit = realdata.fit(setup.corpus, [int(i) for i in setup.served.vocab.item_ids],
-                           setup.served, None, progress=progress)
-        retrievers = {"fused (dense + LRURec)": fit.fused(setup.served, setup.corpus,
-                                                          exclude_history=True), **retrievers}
-    if loop:
-        trained = loop_study.run_feedback(
-            setup, llm_ranker, feedback.LoopConfig(rounds=profile.loop_rounds, seed=seed),
-            profile.loop_train, progress=progress)
-        retrievers["after the feedback loop"] = setup.served.with_model(trained.model)
-    return DemoEngine(setup.corpus, matcher, retrievers,
-                      {**rankers, "keyword rule": rerank.KeywordReranker(setup.corpus),
+        fit = realdata.fit(corpus, [int(i) for i in served.vocab.item_ids], served, None,
+                           progress=progress)
+        retrievers = {"fused (dense + LRURec)": fit.fused(served, corpus, exclude_history=True),
+                      **retrievers}
+    return DemoEngine(corpus, matcher, retrievers,
+                      {**rankers, "keyword rule": rerank.KeywordReranker(corpus),
                        "retriever order": rerank.RetrieverOrder()})
+
+
+def serving_engine(seed: int = 0, profile: str | Profile = "full", progress: bool = False,
+                   llm: str | None = None) -> DemoEngine:
+    """`rar-lite recommend`'s engine: `chapter_engine(loop=False, dense=True)`, loaded fast.
+
+    The first call builds it the chapters' way (training what the cache lacks) and writes a
+    record of where its parts are (`serving_record_path`: LRURec's checkpoint, vocabulary and
+    popularity counts, chapter 4's adapter); later calls load those parts directly, skipping the
+    simulated data and the tuning set that the chapters' functions rebuild to find them. A
+    record whose parts are gone or unusable is rebuilt."""
+    from rar_lite import loop_study, profiles, reranker_study
+    from rar_lite.corpus import load_corpus
+    from rar_lite.llm import TransformersBackend
+
+    profile = profiles.get(profile)
+    path = serving_record_path(seed, profile)
+    if path.exists():
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            corpus = load_corpus()
+            served = _load_served(record)
+            tuned = TransformersBackend(adapter=record["adapter"])
+            return _assemble(corpus, served, tuned, llm, True, progress)
+        except Exception as error:  # parts deleted, damaged or foreign: build again
+            warnings.warn(f"{path} is unusable ({error}); building the engine again",
+                          stacklevel=2)
+    setup = loop_study.loop_setup(seed, profile, progress=progress)
+    tuned, result = reranker_study.chapter_tuning(profile, setup.sets, progress)
+    from rar_lite import cache
+
+    cache.write_text_atomic(path, json.dumps({
+        "lrurec": str(setup.run_directory), "item_ids": setup.served.vocab.item_ids.tolist(),
+        "popularity": setup.served.popularity.tolist(), "adapter": str(result.adapter)}))
+    return _assemble(setup.corpus, setup.served, tuned, llm, True, progress)
+
+
+def serving_record_path(seed: int, profile: Profile) -> Path:
+    """Where `serving_engine`'s record for (`seed`, `profile`) lives, keyed by the corpus and by
+    the code that builds its parts (a change to either leads to a new record)."""
+    from rar_lite import (cache, loop_study, reranker_study, retriever, seqrec, simulate, tune)
+    from rar_lite.corpus import corpus_cache_key
+
+    key = cache.fingerprint(seed, repr(profile), corpus_cache_key(), cache.code_version(
+        loop_study, reranker_study, retriever, seqrec, simulate, tune))
+    return cache.cache_dir() / "serving" / f"{profile.name}-{key}.json"
+
+
+def _load_served(record: dict) -> Retriever:
+    """LRURec from a `serving_engine` record (`retriever.load_model` checks the vocabulary)."""
+    from rar_lite.retriever import load_model
+    from rar_lite.seqrec import ItemVocab
+
+    vocab = ItemVocab(record["item_ids"])
+    return Retriever(load_model(Path(record["lrurec"]), vocab), vocab, record["popularity"])

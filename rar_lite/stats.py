@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 
 def _values(values: Sequence[float] | np.ndarray, name: str = "values") -> np.ndarray:
@@ -24,6 +23,14 @@ def _values(values: Sequence[float] | np.ndarray, name: str = "values") -> np.nd
         raise ValueError(f"{name} must be finite")
     return array
 
+
+
+def _scipy_stats():
+    """`scipy.stats`, imported on first use: it takes ~0.7 s, which a command that compares no
+    systems (`rar-lite recommend`) should not pay."""
+    from scipy import stats
+
+    return stats
 
 def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> dict[str, float]:
     """{"mean", "se", "low", "high", "n"}: the mean, its standard error (sample std / √n) and a
@@ -36,7 +43,7 @@ def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> d
     if n < 2:
         return {"mean": mean, "se": np.nan, "low": np.nan, "high": np.nan, "n": n}
     se = float(array.std(ddof=1) / np.sqrt(n))
-    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * se
+    half = float(_scipy_stats().t.ppf(0.5 + confidence / 2, df=n - 1)) * se
     return {"mean": mean, "se": se, "low": mean - half, "high": mean + half, "n": n}
 
 
@@ -52,6 +59,7 @@ def paired_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
     out = {"diff": float(diff.mean()), "n": int(diff.size)}
     if not np.any(diff):
         return {**out, "low": 0.0, "high": 0.0, "p": 1.0}
+    stats = _scipy_stats()
     interval = stats.bootstrap((diff,), np.mean, n_resamples=n_resamples,
                                confidence_level=confidence, method="percentile",
                                rng=np.random.default_rng(seed)).confidence_interval

@@ -51,7 +51,7 @@ def main() -> None:
     from rar_lite import demo
 
     began = time.perf_counter()
-    engine = demo.chapter_engine(profile=args.profile, loop=False)
+    engine = demo.serving_engine(profile=args.profile)
     load = time.perf_counter() - began
     answers = [engine.recommend_text(REQUEST.format(f"{mood} ({salt} in-process)")).seconds
                for mood in MOODS[: args.runs]]

@@ -5,6 +5,7 @@ page in headless Chromium (`make check-book`, rar_lite.book_check). The notebook
 other (one session cache), so this file runs whole, in order, on one xdist worker (`make test`
 uses `--dist loadfile`)."""
 
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -78,6 +79,11 @@ def test_freeze_widgets_keeps_pictures_and_writes_final_bars(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=str)
 def test_notebook_form(notebook: Path) -> None:
+    raw = json.loads((ROOT / notebook).read_text(encoding="utf-8"))
+    assert all(cell.get("id") for cell in raw["cells"]), "every cell has an id (nbformat 4.5)"
+    assert all({"outputs", "execution_count"} <= set(cell) for cell in raw["cells"]
+               if cell["cell_type"] == "code"), "every code cell has all its fields"
+    nbformat.validate(nbformat.from_dict(raw))
     nb = nbformat.read(ROOT / notebook, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code), "commit stripped"

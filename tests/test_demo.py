@@ -116,13 +116,12 @@ def test_recommend_command_prints_table_or_json(engine: demo.DemoEngine, monkeyp
         asked.update(options)
         return engine
 
-    monkeypatch.setattr(demo, "chapter_engine", fake_engine)
+    monkeypatch.setattr(demo, "serving_engine", fake_engine)
     assert cli.main(["recommend", "I loved Heat and want something animated", "--k", "2",
                      "--quick", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "movies you named: Heat (1995)" in printed and "rank" in printed
-    assert asked == {"profile": "quick", "progress": False, "loop": False, "llm": None,
-                     "dense": True}
+    assert asked == {"profile": "quick", "progress": False, "llm": None}
     assert cli.main(["recommend", "Heat", "--json", "--no-progress"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert len(record["recommendations"]) == 5 and record["history"]
@@ -144,3 +143,58 @@ def test_a_retriever_that_reads_the_words_gets_the_conversation(corpus, matcher)
     result = engine.recommend_text("A heist film like Heat")
     assert reader.histories[0] == "A heist film like Heat"  # the text, not only the history
     assert list(result.ranking["title"]) == titles
+
+
+def test_serving_engine_writes_a_record_then_loads_from_it(corpus, monkeypatch) -> None:
+    """`rar-lite recommend`'s engine: built the chapters' way once (the record of its parts
+    written), then loaded from the record without rebuilding the data; a record whose parts
+    fail to load is built again, with a warning."""
+    import json
+    from types import SimpleNamespace
+
+    from rar_lite import llm, loop_study, profiles, reranker_study
+
+    built, loaded, assembled = [], [], []
+    vocab = SimpleNamespace(item_ids=np.array([3, 5, 8]))
+    served = SimpleNamespace(vocab=vocab, popularity=np.array([4.0, 2.0, 1.0]))
+    setup = SimpleNamespace(corpus=corpus, sets="sets", served=served,
+                            run_directory="/cache/retriever/lrurec-x")
+
+    def fake_setup(seed, profile, progress=False):
+        built.append(seed)
+        return setup
+
+    def fake_tuning(profile, sets, progress=False):
+        assert sets == "sets"
+        return "tuned", SimpleNamespace(adapter="/cache/adapters/pointwise-x")
+
+    def fake_load(record):
+        loaded.append(record)
+        if record["lrurec"] == "gone":
+            raise FileNotFoundError("gone/config.json")
+        return "served from the record"
+
+    monkeypatch.setattr(loop_study, "loop_setup", fake_setup)
+    monkeypatch.setattr(reranker_study, "chapter_tuning", fake_tuning)
+    monkeypatch.setattr(demo, "_load_served", fake_load)
+    monkeypatch.setattr(llm, "TransformersBackend", lambda adapter: f"backend of {adapter}")
+    monkeypatch.setattr(demo, "_assemble", lambda corpus, served, tuned, model, dense, progress:
+                        assembled.append((served, tuned, model, dense)) or "engine")
+    path = demo.serving_record_path(7, profiles.QUICK)
+    path.unlink(missing_ok=True)
+
+    assert demo.serving_engine(7, "quick") == "engine" and built == [7] and not loaded
+    record = json.loads(path.read_text())
+    assert record == {"lrurec": "/cache/retriever/lrurec-x", "item_ids": [3, 5, 8],
+                      "popularity": [4.0, 2.0, 1.0], "adapter": "/cache/adapters/pointwise-x"}
+    assert demo.serving_engine(7, "quick", llm="hf:x") == "engine" and built == [7]
+    assert loaded == [record]
+    assert assembled == [(served, "tuned", None, True),
+                         ("served from the record", "backend of /cache/adapters/pointwise-x",
+                          "hf:x", True)]
+    path.write_text(json.dumps({**record, "lrurec": "gone"}))
+    with pytest.warns(UserWarning, match="unusable .*gone/config.json.*building the engine"):
+        demo.serving_engine(7, "quick")
+    assert built == [7, 7] and json.loads(path.read_text()) == record
+    assert demo.serving_record_path(8, profiles.QUICK) != path  # another seed, another record
+    assert demo.serving_record_path(7, profiles.FULL) != path

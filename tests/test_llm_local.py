@@ -119,6 +119,23 @@ def test_tiny_tuning_learns_and_adapter_round_trips(corpus, items, backend, tmp_
     base = backend
     tuned = llm.TransformersBackend(adapter=result.adapter)
     assert tuned.model.endswith("+adapter")
+    # a second load reads the merged weights cached by the first, without PEFT, bit for bit
+    import peft
+
+    def no_merge(*_: object, **__: object) -> None:
+        raise AssertionError("the merged weights should come from the cache")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(peft.PeftModel, "from_pretrained", no_merge)
+        again = llm.TransformersBackend(adapter=result.adapter)
+    assert all(torch.equal(a, b) for a, b in zip(tuned.lm.state_dict().values(),
+                                                 again.lm.state_dict().values()))
+    merged = llm.merged_path(llm.smollm2_path(), result.adapter, tuned.dtype)
+    merged.write_bytes(merged.read_bytes()[:1000])  # truncated: merged again, with a warning
+    with pytest.warns(UserWarning, match="unusable"):
+        repaired = llm.TransformersBackend(adapter=result.adapter)
+    assert all(torch.equal(a, b) for a, b in zip(tuned.lm.state_dict().values(),
+                                                 repaired.lm.state_dict().values()))
     prompt = [base.chat_prompt(examples[0].prompt())]
     assert not torch.allclose(base.last_logits(prompt), tuned.last_logits(prompt))
     ranking = rerank.PointwiseReranker(tuned, corpus).rank(

@@ -123,3 +123,29 @@ def test_names_with_undecodable_bytes_do_not_crash(matcher: matching.TitleMatche
     assert pd.isna(table.loc[1, "item_id"])
     table.to_string()  # printable
     assert matching.displayable("Amélie \udcff") == "Amélie \ufffd"
+
+
+def test_key_index_is_cached_and_rebuilt_when_unreadable(corpus: pd.DataFrame,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    small = corpus.head(300).copy()
+    built = matching.TitleMatcher(small, use_cache=False)
+    path = matching._index_path(small)
+    path.unlink(missing_ok=True)
+    first = matching.TitleMatcher(small)  # builds and writes the index
+    assert path.exists()
+
+    def no_build(_: pd.DataFrame) -> None:
+        raise AssertionError("the cached index should have been read")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(matching, "_build_index", no_build)
+        again = matching.TitleMatcher(small)
+    for matcher in (first, again):
+        assert matcher._by_key == built._by_key and matcher._fuzzy_keys == built._fuzzy_keys
+        assert [matcher.resolve(t) for t in small["title"][:50]] == \
+            [built.resolve(t) for t in small["title"][:50]]
+    # another corpus has another index; a damaged file is rebuilt, not trusted
+    renamed = small.assign(title=small["title"].where(small.index != small.index[0], "Zzyzx Road"))
+    assert matching._index_path(renamed) != path
+    path.write_text("[{}, ")
+    assert matching.TitleMatcher(small)._by_key == built._by_key
