@@ -97,6 +97,23 @@ def write_text_atomic(target: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def machine(**extra: object) -> dict[str, object]:
+    """Where a measurement ran (a benchmark's JSON records it): platform, Python, CPU count,
+    and `extra` facts (a dtype, a library's version)."""
+    import platform
+
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), **extra}
+
+
+def write_json(target: Path, record: object, indent: int = 1) -> Path:
+    """Write `record` as JSON to `target` atomically (its folder created; numpy scalars and
+    other numbers as floats); returns `target`."""
+    target = Path(target)
+    write_text_atomic(target, json.dumps(record, indent=indent, default=float))
+    return target
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()

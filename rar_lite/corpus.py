@@ -278,7 +278,7 @@ def link_films(corpus: pd.DataFrame, films: pd.DataFrame) -> dict[int, int]:
     """Wikidata film position -> corpus row position, one-to-one: each film is resolved by its
     title and year (within one year, no typo fallback) with `matching.TitleMatcher`; when two
     films claim one row, the nearer year wins, then the earlier film."""
-    matcher = matching.TitleMatcher(corpus)
+    matcher = matching.TitleMatcher(corpus, use_cache=False)  # a corpus being built
     position_of = {int(i): p for p, i in enumerate(corpus["item_id"])}
     proposals = []
     for position, (title, year) in enumerate(zip(films["title"], films["year"])):

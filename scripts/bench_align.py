@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import align, llm, loop_study, pipeline, rerank, reranker_study, stats
+from rar_lite import align, cache, llm, loop_study, pipeline, rerank, reranker_study, stats
 
 
 def main() -> None:
@@ -84,12 +82,11 @@ def main() -> None:
           f"recall@1 {table.at['SFT', 'recall@1']:.2f}; margins before: "
           f"targets {before['target']:.3f}, mistakes {before['mistake']:.3f}")
     print(frame.T.round(4).to_string())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
+    cache.write_json(args.out, {
         "args": {k: str(v) for k, v in vars(args).items()}, "pairs": len(pairs),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": cache.machine(),
         "sft": {"valid ndcg@10": table.at["SFT", "ndcg@10"], "margins": before.to_dict()},
-        "runs": json.loads(frame.to_json(orient="index"))}, indent=1))
+        "runs": json.loads(frame.to_json(orient="index"))})
 
 
 if __name__ == "__main__":

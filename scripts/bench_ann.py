@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from rar_lite import ann
+from rar_lite import ann, cache
 
 K = 100
 TOPICS, SUBCLUSTERS = 64, 32
@@ -240,10 +239,9 @@ def main() -> None:
           f"{faiss.omp_get_max_threads()} FAISS threads; <-: what build_index(kind='auto') "
           "builds for that size")
     print(table[columns].to_string(index=False))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "faiss_threads": faiss.omp_get_max_threads(),
-                    "platform": platform.platform(), "faiss": faiss.__version__},
+    cache.write_json(args.out, {
+        "machine": cache.machine(faiss_threads=faiss.omp_get_max_threads(),
+                                 faiss=faiss.__version__),
         "data": (f"hierarchical Gaussian mixture ({TOPICS} topics x {SUBCLUSTERS} "
                  "sub-clusters, Zipf 0.8 sizes), seed "
                  f"{args.seed}; dim 65: LRURec-like [e, b] items, [4h, 1] queries; "
@@ -257,7 +255,7 @@ def main() -> None:
                                    for n in sorted({r['size'] for r in rows})
                                    if ann.choose_kind(n) == "ivf"},
                            "hnsw_m": ann.HNSW_M, "hnsw_ef_search": ann.HNSW_EF_SEARCH},
-        "rows": rows}, indent=1))
+        "rows": rows})
     print(f"wrote {args.out}")
 
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rar_lite import download
+from rar_lite import cache, download
 from rar_lite.cikm import cikm23_entity_name, read_entities
 
 #: The whole-process bar of issue 20 for `score-generations` on INSPIRED, in seconds.
@@ -164,14 +162,12 @@ def main() -> None:
         f"{row['module']} {row['cumulative_ms']:.0f}" for row in imports))
     print(f"heavy modules imported: {', '.join(heavy) or 'none'}")
     result = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+        "machine": cache.machine(),
         "command": base, "dataset_dir": str(directory), "generations": counts,
         "bar_s": BAR_S, "bar_met": rows[0]["median_s"] <= BAR_S, "timings": rows,
         "scores": scores, "top_imports": imports, "heavy_imported": heavy,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    cache.write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

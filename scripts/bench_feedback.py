@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import head_loop, llm, loop_arms, profiles
+from rar_lite import cache, head_loop, llm, loop_arms, profiles
 
 
 def main() -> None:
@@ -44,7 +42,7 @@ def main() -> None:
     responses = llm.ResponseCache()
     sizes = profiles.get(args.profile).arms
     config = head_loop.HeadLoopConfig(rounds=args.rounds)
-    out: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    out: dict = {"machine": cache.machine(),
                  "args": {k: str(v) for k, v in vars(args).items()},
                  "config": asdict(config), "sizes": asdict(sizes)}
     pd.set_option("display.width", 220)
@@ -73,8 +71,7 @@ def main() -> None:
                                    next(iter(result.pipeline_ndcg.values())))},
                      "notes": setup.notes, "rounds": curves.to_dict("records"),
                      "seconds": seconds}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=float))
+    cache.write_json(args.out, out)
     print(f"wrote {args.out}")
 
 

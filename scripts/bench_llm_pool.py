@@ -12,16 +12,13 @@ time, in the same order, and no request on the cached rerun.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import llm
+from rar_lite import cache, llm
 from rar_lite.serve import EchoServer
 
 
@@ -35,12 +32,12 @@ def measure(answers: int, delay: float, concurrency: int) -> dict:
                                        (f"{concurrency} in flight, cached rerun", concurrency,
                                         True)):
             backend = server.backend(concurrency=workers)
-            cache = llm.ResponseCache(Path(tmp) / "responses.sqlite") if cached else None
+            responses = llm.ResponseCache(Path(tmp) / "responses.sqlite") if cached else None
             if cached:  # fill the cache, then time the rerun
-                llm.cached_generate(backend, prompts, cache)
+                llm.cached_generate(backend, prompts, responses)
             before = server.requests
             began = time.perf_counter()
-            got = llm.cached_generate(backend, prompts, cache)
+            got = llm.cached_generate(backend, prompts, responses)
             seconds = time.perf_counter() - began
             rows.append({"run": label, "seconds": round(seconds, 3),
                          "requests sent": server.requests - before,
@@ -52,7 +49,7 @@ def measure(answers: int, delay: float, concurrency: int) -> dict:
             "speedup": round(sequential / pooled, 2),
             "bar_met": pooled <= sequential / 6 and all(r["same order"] for r in rows)
             and rows[2]["requests sent"] == 0,
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}}
+            "machine": cache.machine()}
 
 
 def main() -> None:
@@ -67,8 +64,7 @@ def main() -> None:
     print(f"speed-up {result['speedup']}x; bar (<= 1/6 of sequential, same order, cached rerun "
           f"sends nothing): {'met' if result['bar_met'] else 'NOT met'}")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    cache.write_json(out, result)
     print(f"written to {out}")
 
 

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import evaluation
+from rar_lite import cache, evaluation
 
 SYSTEMS = ("popularity", "retriever", "dense", "fused", "rar-sft", "rar-fused")
 METRICS = ("recall@1", "recall@5", "recall@10", "recall@20", "ndcg@10")
@@ -52,7 +50,7 @@ def main() -> None:
     seconds = time.perf_counter() - started
 
     out: dict = {"dataset": args.dataset, "seeds": args.seeds, "seconds": seconds,
-                 "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+                 "machine": cache.machine(),
                  "fit": result.fits.get(args.dataset, {}), "tables": {}, "paired": {}}
     pd.set_option("display.width", 160)
     for condition in evaluation.CONDITIONS:
@@ -77,8 +75,7 @@ def main() -> None:
                       f"(95% CI {test['low']:+.4f} to {test['high']:+.4f}, "
                       f"p = {test['p']:.3g})")
     print(f"\nfit on dev: {out['fit']}\n{seconds / 60:.1f} min")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
+    cache.write_json(args.out, out)
     print(f"wrote {args.out}")
 
 

@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import pipeline, realdata, stats
+from rar_lite import cache, pipeline, realdata, stats
 from rar_lite.corpus import load_corpus
 from rar_lite.llm import ResponseCache, TransformersBackend
 from rar_lite.prompts import CONTEXTS
@@ -115,7 +113,7 @@ def main() -> None:
             print(f"{a} - {b}, {metric}: {test_['diff']:+.4f} "
                   f"(95% CI {test_['low']:+.4f} to {test_['high']:+.4f}, p = {test_['p']:.3g})")
     out = {"config": {**asdict(config), "seed": args.seed},
-           "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+           "machine": cache.machine(),
            "dev": fit.dev, "tuning_seconds": tuning_seconds,
            "train_seconds": float(tuned.seconds), "chosen_step": tuned.step,
            "chosen_weight": tuned.weight,
@@ -124,8 +122,7 @@ def main() -> None:
            "test": {c: json.loads(t.to_json(orient="index")) for c, t in tables.items()},
            "paired": paired,
            "seconds_per_conversation": seconds}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
+    cache.write_json(args.out, out)
     print(f"tuning and selection {tuning_seconds / 60:.1f} min; wrote {args.out}")
 
 

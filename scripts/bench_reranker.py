@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import llm, rerank, reranker_study
+from rar_lite import cache, llm, rerank, reranker_study
 from rar_lite.matching import TitleMatcher
 from rar_lite.tune import TuneConfig
 
@@ -74,14 +72,12 @@ def main() -> None:
                                  for name in table.index]
     pd.set_option("display.width", 200)
     print(table.round(3).to_string())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "dtype": str(base.dtype)},
+    cache.write_json(args.out, {
+        "machine": cache.machine(dtype=str(base.dtype)),
         "n": args.n, "n_generation": n, "train_conversations": args.train,
         "tuning_seconds": result.seconds, "tuning_history": result.history.to_dict("list"),
         "table": table.reset_index(names="reranker").to_dict("records"),
-    }, indent=2))
+    })
     print(f"wrote {args.out}")
 
 
@@ -119,16 +115,14 @@ def latency_only(args: argparse.Namespace) -> None:
         identical &= order == list(ranking.items)
         fast = dict(zip(ranking.items, ranking.scores))
         largest = max(largest, max(abs(fast[c] - w) for c, w in zip(pool, whole)))
-    record = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "dtype": str(tuned.dtype), "device": tuned.device},
+    record = {"machine": cache.machine(dtype=str(tuned.dtype), device=tuned.device),
               "model": tuned.model, "conversations": len(rankings),
               "candidates": len(setup.candidates[0]),
               "seconds_per_conversation": seconds, "forward_600_tokens_seconds": forward,
               "ratio": seconds / forward, "identical_rankings": identical,
               "largest_score_difference": largest}
     print(json.dumps(record, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2))
+    cache.write_json(args.out, record)
     print(f"wrote {args.out}")
 
 

@@ -10,15 +10,12 @@ Runs are cached (rar_lite.retriever.fit_retriever), so a rerun only evaluates.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from rar_lite import retriever
+from rar_lite import cache, retriever
 from rar_lite.corpus import load_corpus
 from rar_lite.interactions import leave_one_out, load_interactions
 
@@ -62,14 +59,13 @@ def main() -> None:
     print(f"\n{len(split.users)} users, {len(split.items)} items (5-core); test = last item; "
           "published numbers: LlamaRec paper, 2023 snapshot (610 users, 3,650 items)")
     print(table.to_string(index=False))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    cache.write_json(args.out, {
+        "machine": cache.machine(),
         "runs": runs, "published": retriever.PUBLISHED,
         "summary": {m: {k: float(np.mean(frame.loc[frame.model == m, k])) for k in
                         ("ndcg@10", "recall@10", "recall@20", "recall@50", "recall@100")}
                     for m in args.models},
-    }, indent=2))
+    })
     print(f"wrote {args.out}")
 
 

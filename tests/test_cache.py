@@ -1,4 +1,5 @@
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -188,3 +189,15 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
         (tmp / "b.txt").write_text("two")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # nothing left behind
+
+
+def test_benchmark_json_names_the_machine_and_is_written_whole(tmp_path: Path) -> None:
+    import numpy as np
+
+    facts = cache.machine(dtype="bfloat16")
+    assert facts["cpus"] == os.cpu_count() and facts["dtype"] == "bfloat16"
+    assert {"platform", "python"} <= set(facts)
+    target = tmp_path / "results" / "bench.json"  # the folder is created
+    assert cache.write_json(target, {"seconds": np.float32(1.5), "machine": facts}) == target
+    assert json.loads(target.read_text()) == {"seconds": 1.5, "machine": facts}
+    assert [p.name for p in target.parent.iterdir()] == ["bench.json"]  # no temporary left
