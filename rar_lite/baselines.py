@@ -19,10 +19,10 @@ from rar_lite import parsing, prompts
 from rar_lite.conversations import Conversation
 from rar_lite.llm import (
     Backend,
-    OpenAIChatBackend,
     ResponseCache,
     TransformersBackend,
     cached_generate,
+    pools_requests,
 )
 from rar_lite.matching import TitleMatcher
 from rar_lite.rerank import Ranking, resolve_names
@@ -84,7 +84,7 @@ class OpenRecommender:
     def answers(self, conversations: Sequence[Conversation], progress: bool = False) -> list[str]:
         """The raw answers (cached per prompt when a response cache is given)."""
         texts = [prompts.open_prompt(c, n=self.n) for c in conversations]
-        pooled = isinstance(self.backend, OpenAIChatBackend)
+        pooled = pools_requests(self.backend)
         # a local model answers in batches; an API model gets every prompt at once and keeps
         # its own `concurrency` requests in flight (with its own progress bar)
         size = max(1, len(texts)) if pooled else self.batch_size

@@ -276,6 +276,12 @@ def gives_logits(backend: object) -> bool:
     return hasattr(backend, "last_logits")
 
 
+def pools_requests(backend: object) -> bool:
+    """Whether `backend` keeps its own requests in flight (an API model, `OpenAIChatBackend`):
+    callers then send it every prompt at once instead of working in batches."""
+    return bool(getattr(backend, "pools_requests", False))
+
+
 def require_logits(backend: object, what: str) -> None:
     """Refuse, in words, a backend that gives no next-token logits (an API model) to a mode
     that needs them (`what`: verbalizer, pointwise, constrained)."""
@@ -303,7 +309,7 @@ def cached_generate(backend: Backend, prompts: Sequence[str],
 
     def compute(missing: list[str], store: Callable[[int, Any], None] | None = None
                 ) -> list[str]:
-        if isinstance(backend, OpenAIChatBackend):
+        if pools_requests(backend):
             return backend.generate(missing, max_new_tokens, temperature, on_answer=store,
                                     progress=progress)
         if prefix:
@@ -479,6 +485,7 @@ class OpenAIChatBackend:
     path can read the key). Redirects are not followed. Error messages never hold the key.
     """
 
+    pools_requests = True  # (not a field) callers send every prompt at once: `pools_requests`
     model: str = ""
     base_url: str = ""
     api_key: str = field(default="", repr=False)

@@ -39,10 +39,10 @@ from rar_lite import parsing, prompts
 from rar_lite.conversations import Conversation
 from rar_lite.llm import (
     Backend,
-    OpenAIChatBackend,
     ResponseCache,
     TransformersBackend,
     cached_generate,
+    pools_requests,
     require_logits,
 )
 from rar_lite.matching import TitleMatcher
@@ -352,7 +352,7 @@ class GenerationReranker(_LLMReranker):
         """The raw answers to prompts, through the response cache when there is one: a local
         model answers one prompt at a time (no padding), an API model gets them all at once
         and keeps its `concurrency` in flight."""
-        pooled = isinstance(self.backend, OpenAIChatBackend)
+        pooled = pools_requests(self.backend)
         groups = [asked] if pooled else [[one] for one in asked]
         out: list[str] = []
         for group in tqdm(groups, desc=self.name, disable=not progress or pooled, leave=False):

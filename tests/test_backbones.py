@@ -4,6 +4,7 @@ cache and a failing request; token counts from the `usage` field."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -156,3 +157,9 @@ def test_chapter_4_sets_leave_out_the_logit_modes_for_an_api_model(corpus, match
         "random order", "retriever order", "keyword match"]
     assert list(reranker_study.generation_rerankers(api, corpus, matcher)) == [
         "generation (zero-shot)"]
+
+
+def test_only_api_models_get_every_prompt_at_once() -> None:
+    assert llm.pools_requests(llm.OpenAIChatBackend)  # a class attribute, not a field
+    assert "pools_requests" not in {f.name for f in dataclasses.fields(llm.OpenAIChatBackend)}
+    assert not llm.pools_requests(llm.TransformersBackend) and not llm.pools_requests(object())
