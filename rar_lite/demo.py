@@ -370,7 +370,7 @@ def serving_engine(seed: int = 0, profile: str | Profile = "full", progress: boo
     popularity counts, chapter 4's adapter); later calls load those parts directly, skipping the
     simulated data and the tuning set that the chapters' functions rebuild to find them. A
     record whose parts are gone or unusable is rebuilt."""
-    from rar_lite import loop_study, profiles, reranker_study
+    from rar_lite import cache, loop_study, profiles, reranker_study
     from rar_lite.corpus import load_corpus
     from rar_lite.llm import TransformersBackend
 
@@ -388,11 +388,9 @@ def serving_engine(seed: int = 0, profile: str | Profile = "full", progress: boo
                           stacklevel=2)
     setup = loop_study.loop_setup(seed, profile, progress=progress)
     tuned, result = reranker_study.chapter_tuning(profile, setup.sets, progress)
-    from rar_lite import cache
-
-    cache.write_text_atomic(path, json.dumps({
+    cache.write_json(path, {
         "lrurec": str(setup.run_directory), "item_ids": setup.served.vocab.item_ids.tolist(),
-        "popularity": setup.served.popularity.tolist(), "adapter": str(result.adapter)}))
+        "popularity": setup.served.popularity.tolist(), "adapter": str(result.adapter)})
     return _assemble(setup.corpus, setup.served, tuned, llm, True, progress)
 
 
