@@ -412,7 +412,8 @@ def _fit_dense(config: EvalConfig, corpus: pd.DataFrame, sets: list[Conversation
                responses: ResponseCache | None, rerank_weight: bool, progress: bool) -> None:
     """Fit the dense retriever of every set in place (`ConversationSet.retrieval`): for real
     sets on INSPIRED's dev dialogues (head and weights; the recorded defaults when no dev split
-    is found), for the simulated set with that head and weights chosen on simulated validation
+    is found), for the simulated set (only when a dense system runs: there LRURec ranks without
+    it) with that head and weights chosen on simulated validation
     conversations. LRURec `served` (the first seed's) takes part in choosing the weights; with
     `rerank_weight`, the tuned reranker's interpolation weight is chosen on the same selection
     conversations (`realdata.choose_rerank_weight`)."""
@@ -447,7 +448,7 @@ def _fit_dense(config: EvalConfig, corpus: pd.DataFrame, sets: list[Conversation
         for data in real:
             data.retrieval = real_fit.on(data.corpus, data.catalogue, progress)
     for data in sets:
-        if data.dataset is None:
+        if data.dataset is None and set(DENSE) & set(config.systems):
             selection = loop_study.sample_conversations(valid, config.n_selection_simulated)
             data.retrieval = realdata.fit(
                 data.corpus, [int(i) for i in served.vocab.item_ids], served, selection,

@@ -57,7 +57,7 @@ def test_quick_is_smaller_than_full() -> None:
 
 def test_overrides_win_and_names_are_checked() -> None:
     config = evaluation.EvalConfig.from_profile(profiles.QUICK, seeds=(3, 1), n_simulated=2)
-    assert (config.seeds, config.n_simulated, config.n_real) == ((3, 1), 2, 6)
+    assert (config.seeds, config.n_simulated, config.n_real) == ((3, 1), 2, 4)
     assert profiles.get(profiles.QUICK) is profiles.QUICK
     with pytest.raises(ValueError, match="unknown profile 'fast'; choose from full, quick"):
         profiles.get("fast")
