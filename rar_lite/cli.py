@@ -152,10 +152,14 @@ def validate_evaluate(args: argparse.Namespace) -> Any:
         if name in dirs:
             raise UsageError(f"--data-dir: {name!r} is given twice")
         dirs[name] = directory
+    for spec in args.llm or ():
+        check_llm(spec, needs_llm=False)  # the form of each spec, named as --llm's
     chosen = {key: value for key, value in {
         "systems": args.systems, "datasets": args.datasets, "seeds": args.seeds,
         "n_simulated": args.n_simulated, "n_real": args.n_real,
-        "n_generate": args.n_generate, "dev_dir": args.dev_dir, "llm": args.llm,
+        "n_generate": args.n_generate, "dev_dir": args.dev_dir,
+        "llm": args.llm[0] if args.llm else None,
+        "more_llms": tuple(args.llm[1:]) if args.llm else None,
         "llm_concurrency": args.llm_concurrency}.items() if value is not None}
     if dirs:
         chosen["data_dirs"] = dirs
@@ -163,7 +167,8 @@ def validate_evaluate(args: argparse.Namespace) -> Any:
         config = evaluation.EvalConfig.from_profile("quick" if args.quick else "full", **chosen)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
-    check_llm(config.llm, needs_llm=bool(set(evaluation.ZERO_SHOT) & set(config.systems)))
+    for spec in (config.llm, *config.more_llms):
+        check_llm(spec, needs_llm=bool(set(evaluation.ZERO_SHOT) & set(config.systems)))
     for name in config.datasets:
         if name != "simulated":
             try:
@@ -346,10 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a real dataset's directory, e.g. inspired=../data/inspired "
                          "(default: $RAR_LITE_<NAME>_DIR, else what `rar-lite download "
                          "NAME` fetched)")
-    ev.add_argument("--llm", metavar="SPEC", help="the LLM of the LLM-only baseline and of "
-                    "generation mode: smollm2 (default), hf:<model id or path>, or "
-                    "openai:<model> (endpoint and key from RAR_LITE_LLM_BASE_URL and "
-                    "RAR_LITE_LLM_API_KEY); the tuned RAR rows keep chapter 4's SmolLM2")
+    ev.add_argument("--llm", metavar="SPEC", nargs="+",
+                    help="the LLM of the LLM-only baseline and of generation mode: smollm2 "
+                    "(default), hf:<model id or path>, or openai:<model> (endpoint and key from "
+                    "RAR_LITE_LLM_BASE_URL and RAR_LITE_LLM_API_KEY); each further SPEC adds "
+                    "those two rows on that backbone; the tuned RAR rows keep chapter 4's "
+                    "SmolLM2")
     ev.add_argument("--llm-concurrency", type=_count(1), metavar="N",
                     help="requests in flight to an API model (default 8)")
     ev.add_argument("--out", default="results/evaluation", help="directory for the tables")

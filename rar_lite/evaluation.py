@@ -87,6 +87,23 @@ TUNED = ("rar-sft", "rar-fused", "rar-loop")
 #: Systems that need the dense retriever.
 DENSE = ("dense", "fused", "rar-fused")
 
+
+def system_name(system: str, backbone: str | None = None) -> str:
+    """The display name of `system`'s row; a row of a further backbone (`EvalConfig.more_llms`)
+    names it: "LLM without retrieval (openai:gpt-5-mini)"."""
+    return SYSTEMS[system] if backbone is None else f"{SYSTEMS[system]} ({backbone})"
+
+
+def row_order(names: object) -> list[str]:
+    """Display names in table order: `SYSTEMS` order, each system's further-backbone rows right
+    after its own row, anything else last."""
+    names = list(dict.fromkeys(names))
+    ordered = []
+    for base in SYSTEMS.values():
+        ordered += [n for n in names if n == base]
+        ordered += sorted(n for n in names if n.startswith(f"{base} ("))
+    return ordered + [n for n in names if n not in ordered]
+
 #: "simulated", then the CIKM-format datasets (`load_cikm`): INSPIRED is the default real set;
 #: ReDial and Reddit-Movie are read from a directory the reader supplies.
 DATASETS = realdata.CHAPTER_DATASETS
@@ -123,6 +140,7 @@ class EvalConfig:
     n_selection_simulated: int = 200  # simulated validation conversations choosing the weights
     profile: str = "full"  # `profiles.PROFILES`: the sizes of the chapters' cached artifacts
     llm: str = backbones.DEFAULT  # the LLM without retrieval and generation mode (`backbones`)
+    more_llms: tuple[str, ...] = ()  # further backbones: each adds its own rows of those two
     llm_concurrency: int = 8  # requests in flight to an API model
     data_dirs: dict[str, str] | None = None  # name -> directory; default $RAR_LITE_<NAME>_DIR
     dev_dir: str | None = None  # INSPIRED's dev split; default $RAR_LITE_INSPIRED_DEV_DIR
@@ -138,6 +156,12 @@ class EvalConfig:
             raise ValueError("at least one system, one dataset and one seed are needed")
         profiles.get(self.profile)  # an unknown name fails here
         self.llm = str(backbones.parse(self.llm))
+        if isinstance(self.more_llms, str):
+            raise ValueError(f"more_llms must be a sequence of specs, got {self.more_llms!r}")
+        self.more_llms = tuple(str(backbones.parse(spec)) for spec in self.more_llms)
+        if len({self.llm, *self.more_llms}) != 1 + len(self.more_llms):
+            raise ValueError(f"a backbone is named twice in llm={self.llm!r} and "
+                             f"more_llms={list(self.more_llms)}")
         if not isinstance(self.llm_concurrency, int) or self.llm_concurrency < 1:
             raise ValueError(f"llm_concurrency must be an integer >= 1, got "
                              f"{self.llm_concurrency!r}")
@@ -258,7 +282,7 @@ def summary(per_pair: pd.DataFrame, dataset: str, condition: str,
     """See `Evaluation.summary`; rows in `SYSTEMS` order."""
     rows = _select(per_pair, dataset, condition)
     out = {}
-    for system in [s for s in SYSTEMS.values() if s in set(rows["system"])]:
+    for system in row_order(rows["system"]):
         mine = rows[rows["system"] == system]
         record: dict[str, float] = {"pairs": float(mine.groupby(["conversation_id",
                                                                  "target"]).ngroups),
@@ -293,7 +317,7 @@ def bucket_table(per_pair: pd.DataFrame, dataset: str, metric: str = "ndcg@10",
     number of pairs per bucket as the last row."""
     rows = _select(per_pair, dataset, condition)
     table = rows.pivot_table(index="system", columns="bucket", values=metric, aggfunc="mean")
-    table = table.reindex(index=[s for s in SYSTEMS.values() if s in table.index],
+    table = table.reindex(index=row_order(table.index),
                           columns=[b for b in popularity.BUCKETS if b in table.columns])
     sizes = rows.drop_duplicates(["conversation_id", "target"])["bucket"].value_counts()
     table.loc["pairs (targets)"] = sizes.reindex(table.columns).to_numpy()
@@ -351,6 +375,13 @@ class _Seeded:
 
     setup: loop_study.LoopSetup
     loop_model: object
+
+
+def _rows(system: str, zero_shot: Backend | None,
+          more: dict[str, Backend]) -> list[tuple[str | None, Backend | None]]:
+    """The rows `system` gets: (None, the zero-shot backbone), then, for a zero-shot system,
+    (spec, backend) for each further backbone."""
+    return [(None, zero_shot), *(more.items() if system in ZERO_SHOT else ())]
 
 
 def data_dir(config: EvalConfig, name: str) -> str:
@@ -501,10 +532,10 @@ def _retriever(system: str, data: ConversationSet, seeded: _Seeded,
 
 def _run_system(system: str, data: ConversationSet, seeded: _Seeded, reranker: object,
                 generation: object, opener: OpenRecommender, popular: PopularityRecommender,
-                config: EvalConfig, progress: bool) -> tuple[list[Conversation],
-                                                             list[rerank.Ranking],
-                                                             list[list[int]] | None]:
-    """(conversations, rankings, candidates or None) of one system on one set."""
+                config: EvalConfig, progress: bool, name: str | None = None
+                ) -> tuple[list[Conversation], list[rerank.Ranking], list[list[int]] | None]:
+    """(conversations, rankings, candidates or None) of one system on one set (`name`: its row's
+    display name, for the progress bar)."""
     conversations = data.conversations
     if system == "llm":
         return conversations, opener.recommend(conversations, progress), None
@@ -528,7 +559,7 @@ def _run_system(system: str, data: ConversationSet, seeded: _Seeded, reranker: o
         candidates = pipeline.retrieve(served, conversations, config.k)
     quick = isinstance(chosen, (rerank.RetrieverOrder, rerank.KeywordReranker))  # no bar
     rankings = rerank.rank_all(chosen, conversations, candidates, progress and not quick,
-                               desc=f"{data.name}: {SYSTEMS[system]}")
+                               desc=f"{data.name}: {name or SYSTEMS[system]}")
     return conversations, rankings, candidates
 
 
@@ -595,8 +626,11 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     if set(TUNED) & set(config.systems):
         cache.say("the tuned pointwise reranker (chapter 4)", progress)
         tuned = reranker_study.chapter_backend(sizes, sets, progress)
-    zero_shot = (backbones.load(config.llm, concurrency=config.llm_concurrency)
-                 if set(ZERO_SHOT) & set(config.systems) else None)
+    zero_shot, more = None, {}
+    if set(ZERO_SHOT) & set(config.systems):
+        zero_shot, *others = (backbones.load(spec, concurrency=config.llm_concurrency)
+                              for spec in (config.llm, *config.more_llms))
+        more = dict(zip(config.more_llms, others))
     responses = ResponseCache() if needs_llm else None
     popular = PopularityRecommender(counts)
     reader = (rerank.PointwiseReranker(tuned, corpus, response_cache=responses)
@@ -630,75 +664,84 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
                                                      data.conversations)
     pairs, records, timing = [], [], []
     for data in chosen_sets:
-        _, generation, opener = _llm_systems(None, zero_shot, corpus, data.matcher, responses,
-                                             config.llm_tokens, config.generation_tokens)
         pointwise = (rerank.PointwiseReranker(tuned, data.corpus, response_cache=responses)
                      if tuned is not None else None)
         for system in config.systems:
             runs = config.seeds if system in SEEDED else config.seeds[:1]
-            for seed in runs:
-                began = time.perf_counter()
-                run = _run_system(system, data, seeded[seed], pointwise, generation, opener,
-                                  popular, config, progress)
-                frame, run_records, row = _score_run(data.name, SYSTEMS[system], seed, *run,
-                                                     buckets, config,
-                                                     time.perf_counter() - began)
-                pairs.append(frame)
-                records += run_records
-                timing.append(row)
+            for backbone, backend in _rows(system, zero_shot, more):
+                _, generation, opener = _llm_systems(None, backend, corpus, data.matcher,
+                                                     responses, config.llm_tokens,
+                                                     config.generation_tokens)
+                name = system_name(system, backbone)
+                for seed in runs:
+                    began = time.perf_counter()
+                    run = _run_system(system, data, seeded[seed], pointwise, generation, opener,
+                                      popular, config, progress, name)
+                    frame, run_records, row = _score_run(data.name, name, seed, *run, buckets,
+                                                         config, time.perf_counter() - began)
+                    pairs.append(frame)
+                    records += run_records
+                    timing.append(row)
     per_pair = pd.concat(pairs, ignore_index=True)
     front = ["dataset", "system", "seed", "conversation_id", "target", "new", "bucket"]
     per_pair = per_pair[front + [c for c in per_pair.columns if c not in front]]
     simulated = next((d.retrieval for d in chosen_sets if d.name == "simulated"), None)
     cache.say("the cost of a new conversation, with an empty LLM cache", progress)
     cost = cost_table(config, seeded[config.seeds[0]], matcher, tuned, zero_shot, popular,
-                      simulated)
+                      simulated, more)
     return Evaluation(config, per_pair, records, pd.DataFrame(timing), cost, counts,
                       time.perf_counter() - started, fits, ablations,
-                      system_backbones(config.systems, tuned, zero_shot))
+                      system_backbones(config.systems, tuned, zero_shot, more))
 
 
 def system_backbones(systems: tuple[str, ...], tuned: Backend | None,
-                     zero_shot: Backend | None) -> dict[str, str]:
-    """Display name -> the LLM each system runs on: the zero-shot backbone (`EvalConfig.llm`) for
-    the LLM without retrieval and generation mode, chapter 4's tuned SmolLM2 for the pointwise RAR
-    rows, "—" for systems without an LLM."""
+                     zero_shot: Backend | None,
+                     more: dict[str, Backend] | None = None) -> dict[str, str]:
+    """Display name -> the LLM each row runs on: the zero-shot backbone (`EvalConfig.llm`) for
+    the LLM without retrieval and generation mode (and each further backbone for its own rows,
+    `more`: spec -> backend), chapter 4's tuned SmolLM2 for the pointwise RAR rows, "—" for
+    systems without an LLM."""
     out = {}
     for system in systems:
-        backend = zero_shot if system in ZERO_SHOT else tuned if system in TUNED else None
-        out[SYSTEMS[system]] = backbones.label(backend) if backend is not None else "—"
+        for backbone, backend in _rows(system, zero_shot, more or {}):
+            backend = backend if system in ZERO_SHOT else tuned if system in TUNED else None
+            out[system_name(system, backbone)] = (backbones.label(backend)
+                                                  if backend is not None else "—")
     return out
 
 
 def cost_table(config: EvalConfig, seeded: _Seeded, matcher: TitleMatcher,
                tuned: TransformersBackend | None, zero_shot: Backend | None,
                popular: PopularityRecommender,
-               retrieval: realdata.RealRetrieval | None = None) -> pd.DataFrame:
+               retrieval: realdata.RealRetrieval | None = None,
+               more: dict[str, Backend] | None = None) -> pd.DataFrame:
     """Seconds, LLM prompts and tokens (prompt and completion: the API's `usage` fields, or the
-    tokenizer's count for a local model) per conversation of each system on `config.n_cost`
-    simulated conversations, with a new, empty response cache (what a new conversation costs);
-    the dense systems use the simulated set's `retrieval` and are left out without it."""
+    tokenizer's count for a local model) per conversation of each row (a system, and a zero-shot
+    system on each further backbone in `more`) on `config.n_cost` simulated conversations, with a
+    new, empty response cache (what a new conversation costs); the dense systems use the
+    simulated set's `retrieval` and are left out without it."""
     conversations = loop_study.sample_conversations(seeded.setup.sets.test, config.n_cost,
                                                     seed=1)
     corpus = seeded.setup.corpus
     data = ConversationSet("simulated", conversations, corpus, matcher, retrieval=retrieval)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for system in config.systems:  # a new empty cache each: no system reuses another's work
-            if system in DENSE and retrieval is None:
-                continue
-            empty = ResponseCache(Path(tmp) / f"{system}.sqlite")
-            pointwise, generation, opener = _llm_systems(tuned, zero_shot, corpus, data.matcher,
+        runs = [(system, backbone, backend) for system in config.systems
+                if not (system in DENSE and retrieval is None)
+                for backbone, backend in _rows(system, zero_shot, more or {})]
+        for n, (system, backbone, backend) in enumerate(runs):  # a new empty cache each:
+            empty = ResponseCache(Path(tmp) / f"{n}.sqlite")  # no row reuses another's work
+            pointwise, generation, opener = _llm_systems(tuned, backend, corpus, data.matcher,
                                                          empty, config.llm_tokens,
                                                          config.generation_tokens)
-            used = [b for b in (tuned, zero_shot) if b is not None]
+            used = [b for b in (tuned, backend) if b is not None]
             before = [b.usage.copy() for b in used]
             began = time.perf_counter()
             done, _, _ = _run_system(system, data, seeded, pointwise, generation, opener,
                                      popular, config, progress=False)
             seconds = (time.perf_counter() - began) / len(done)
             spent = [b.usage.since(start) for b, start in zip(used, before)]
-            rows.append({"system": SYSTEMS[system], "conversations": len(done),
+            rows.append({"system": system_name(system, backbone), "conversations": len(done),
                          "s / conversation": seconds,
                          "LLM prompts / conversation": empty.misses / len(done),
                          "prompt tokens / conversation": sum(u.prompt_tokens for u in spent)
@@ -786,7 +829,7 @@ def findings(evaluation: Evaluation, metric: str = "ndcg@10") -> str:
                                                                     metric))
     grounding = grounding_table(evaluation)
     for (dataset, system), row in grounding.iterrows():
-        if row["hallucination rate"] > 0 or system == SYSTEMS["llm"]:
+        if row["hallucination rate"] > 0 or system.startswith(SYSTEMS["llm"]):
             lines.append(f"{dataset}: {system} — {row['hallucination rate']:.1%} of "
                          f"{int(row['recommended'])} named titles resolve to no corpus movie.")
     return "\n".join(lines)

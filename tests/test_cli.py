@@ -81,6 +81,8 @@ def _fails(argv: list[str], code: int, message: str, capsys: pytest.CaptureFixtu
     (["--datasets", "redial"], r"--datasets redial: redial not found.*RAR_LITE_REDIAL_DIR"),
     (["--out", "{file}"], r"--out '.*a-file' is a file, not a directory"),
     (["--out", "{file}/below"], r"--out '.*a-file/below' cannot be written"),
+    (["--llm", "smollm2", "gpt-5"], r"--llm: .*openai:<model>"),
+    (["--llm", "smollm2", "smollm2"], r"a backbone is named twice"),
 ])
 def test_evaluate_bad_arguments_exit_2_before_any_work(
         extra: list[str], message: str, tmp_path: Path, no_work,
@@ -106,6 +108,10 @@ def test_evaluate_good_arguments_reach_the_work(tmp_path: Path, no_work,
     args = cli.build_parser().parse_args(argv)
     config = cli.validate_evaluate(args)
     assert config.seeds == (3, 1) and config.data_dirs == {"inspired": str(data)}
+    assert (config.llm, config.more_llms) == ("smollm2", ())
+    args = cli.build_parser().parse_args([*argv, "--llm", "hf:org/a", "smollm2"])
+    config = cli.validate_evaluate(args)  # further backbones: rows of their own
+    assert (config.llm, config.more_llms) == ("hf:org/a", ("smollm2",))
 
 
 def test_runtime_error_is_one_line_and_debug_shows_the_traceback(

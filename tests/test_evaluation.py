@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -255,6 +256,28 @@ def test_config_rejects_unknown_names() -> None:
         evaluation.EvalConfig(k=10)
 
 
+def test_further_backbones_are_specs_named_once_with_rows_of_their_own() -> None:
+    config = evaluation.EvalConfig(llm="openai:gpt-5-mini", more_llms=["smollm2", "hf:org/m"])
+    assert config.more_llms == ("smollm2", "hf:org/m")
+    with pytest.raises(ValueError, match="named twice"):
+        evaluation.EvalConfig(more_llms=("smollm2",))  # the default backbone again
+    with pytest.raises(ValueError, match="sequence of specs"):
+        evaluation.EvalConfig(more_llms="hf:org/m")
+    with pytest.raises(ValueError, match="openai:<model>"):
+        evaluation.EvalConfig(more_llms=("gpt-5",))  # not a spec
+    api, local, tuned = (SimpleNamespace(model=m) for m in ("org/api", "org/m", "org/t+a"))
+    rows = evaluation.system_backbones(("popularity", "llm", "rar-sft"), tuned, api,
+                                       {"hf:org/m": local})
+    assert rows == {"Popularity": "—", "LLM without retrieval": "hf:org/api",
+                    "LLM without retrieval (hf:org/m)": "hf:org/m",
+                    "RAR, SFT retriever": "hf:org/t+a"}  # a tuned row is not repeated
+    shuffled = ["Keyword reranker", "LLM without retrieval (z)", "Popularity", "mine",
+                "LLM without retrieval (a)", "LLM without retrieval"]
+    assert evaluation.row_order(shuffled) == [
+        "Popularity", "LLM without retrieval", "LLM without retrieval (a)",
+        "LLM without retrieval (z)", "Keyword reranker", "mine"]
+
+
 def test_real_dataset_directories_come_from_config_or_environment(monkeypatch) -> None:
     config = evaluation.EvalConfig(datasets=("redial",), data_dirs={"redial": "/data/redial"})
     assert evaluation.data_dir(config, "redial") == "/data/redial"
@@ -376,23 +399,32 @@ def test_evaluate_with_an_api_backbone_end_to_end(local_llm, tmp_path: Path, mon
     for name, value in local_llm.environment().items():
         monkeypatch.setenv(name, value)
     out = tmp_path / "api"
+    # the API model is the backbone; the packaged SmolLM2 a further one, with rows of its own
     code = cli.main(["evaluate", "--quick", "--no-progress", "--systems", "popularity", "llm",
                      "rar-generate", "--datasets", "simulated", "--seeds", "0", "--n-simulated",
-                     "2", "--n-generate", "2", "--llm", local_llm.spec, "--llm-concurrency", "1",
-                     "--out", str(out)])
+                     "2", "--n-generate", "2", "--llm", local_llm.spec, "smollm2",
+                     "--llm-concurrency", "1", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     assert local_llm.spec in capsys.readouterr().out  # the table names the backbone
     record = json.loads((out / "results.json").read_text())
     assert record["config"]["llm"] == local_llm.spec
-    assert record["backbones"] == {"Popularity": "—", "LLM without retrieval": local_llm.spec,
-                                   "RAR, generation mode (zero-shot)": local_llm.spec}
+    assert record["config"]["more_llms"] == ["smollm2"]
+    assert record["backbones"] == {
+        "Popularity": "—", "LLM without retrieval": local_llm.spec,
+        "LLM without retrieval (smollm2)": "smollm2",
+        "RAR, generation mode (zero-shot)": local_llm.spec,
+        "RAR, generation mode (zero-shot) (smollm2)": "smollm2"}
+    assert list(pd.read_csv(out / "summary.csv")["system"].unique()) == list(record["backbones"])
     cost = pd.read_csv(out / "cost.csv", index_col="system")
     assert cost.loc["Popularity", "prompt tokens / conversation"] == 0
-    for system in ("LLM without retrieval", "RAR, generation mode (zero-shot)"):
+    for system in set(record["backbones"]) - {"Popularity"}:
         assert cost.loc[system, "prompt tokens / conversation"] > 0
         assert 0 < cost.loc[system, "completion tokens / conversation"] <= 32
     rankings = [json.loads(line) for line in (out / "rankings.jsonl").read_text().splitlines()]
     assert {r["system"] for r in rankings} == set(record["backbones"])
+    per_pair = pd.read_csv(out / "per_pair.csv")  # each backbone ranked the same conversations
+    asked = per_pair.groupby("system")["conversation_id"].apply(frozenset)
+    assert asked["LLM without retrieval"] == asked["LLM without retrieval (smollm2)"]
 
 
 def test_overhead_states_the_llm_cost_against_the_retriever() -> None:
