@@ -10,7 +10,8 @@ Checkpoints (model weights, optimizer moments, RNG states, progress) have one fo
 package: `save_checkpoint` writes the tensors as safetensors and everything else as JSON, never a
 pickle, so a file planted in the cache cannot run code when a chapter resumes; `load_checkpoint`
 returns None (with a warning naming the file) for a missing, truncated or corrupt checkpoint, and
-the caller recomputes.
+the caller recomputes. A trainer saves and resumes through `save_training` / `resume_training`:
+its weights, its optimizer and its progress, resumed only by a run with the same record.
 """
 
 from __future__ import annotations
@@ -270,3 +271,32 @@ def restore_optimizer(optimizer: Any, tensors: dict[str, Any], meta: dict[str, A
                for key, value in saved.items()}
               for saved, current in zip(meta["param_groups"], optimizer.param_groups)]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_training(directory: Path, record: dict[str, Any] | None, optimizer: Any,
+                  tensors: dict[str, Any], **progress: object) -> None:
+    """A trainer's checkpoint (`save_checkpoint`): its `tensors` (weights, RNG states: names of
+    the trainer's choosing), `optimizer`'s state, `progress` (history, step, ...: JSON) and the
+    `record` a run must match to resume (None: the trainer keeps its record elsewhere)."""
+    moments, meta = optimizer_tensors(optimizer)
+    body = {**progress, "optimizer": meta}
+    if record is not None:
+        body["record"] = record
+    save_checkpoint(directory, {**moments, **tensors}, body)
+
+
+def resume_training(directory: Path, record: dict[str, Any] | None, optimizer: Any = None,
+                    needs: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(tensors, progress) of `save_training`'s checkpoint in `directory`, with `optimizer` (when
+    given) restored; None, for the caller to start over, when the checkpoint is missing or
+    damaged (`load_checkpoint`), was written for another `record`, or lacks a tensor of `needs`."""
+    loaded = load_checkpoint(directory)
+    if loaded is None:
+        return None
+    tensors, progress = loaded
+    if progress.pop("record", None) != record or any(name not in tensors for name in needs):
+        return None
+    meta = progress.pop("optimizer")
+    if optimizer is not None:
+        restore_optimizer(optimizer, tensors, meta)
+    return tensors, progress

@@ -228,23 +228,21 @@ class LoopResult:
 
 def _save_round(directory: Path, round_: int, model: SequentialRecommender,
                 optimizer: torch.optim.Optimizer, record: dict, history: list[dict]) -> None:
-    """Checkpoint a finished round (`cache.save_checkpoint`: safetensors + JSON, no pickle)."""
-    tensors, optimizer_meta = cache.optimizer_tensors(optimizer)
-    tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
-    cache.save_checkpoint(directory / f"round-{round_:02d}", tensors,
-                          {"record": record, "history": history, "optimizer": optimizer_meta})
+    """Checkpoint a finished round (`cache.save_training`: safetensors + JSON, no pickle)."""
+    cache.save_training(directory / f"round-{round_:02d}", record, optimizer,
+                        {f"model.{k}": v for k, v in model.state_dict().items()},
+                        history=history)
 
 
 def _load_round(directory: Path, round_: int, record: dict, model: SequentialRecommender,
                 optimizer: torch.optim.Optimizer) -> list[dict] | None:
     """The history of a saved round made with the same `record`, its state loaded into `model`
     and `optimizer`; None when it is missing, unusable (then warned) or from another run."""
-    loaded = cache.load_checkpoint(directory / f"round-{round_:02d}")
-    if loaded is None or loaded[1].get("record") != record:
+    resumed = cache.resume_training(directory / f"round-{round_:02d}", record, optimizer)
+    if resumed is None:
         return None
-    tensors, saved = loaded
+    tensors, saved = resumed
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    cache.restore_optimizer(optimizer, tensors, saved["optimizer"])
     return saved["history"]
 
 

@@ -23,7 +23,7 @@ each round:
    retriever's objective over the whole catalogue); the best round, the start included, is kept
    and restored from its checkpoint.
 
-Rounds are checkpointed (`cache.save_checkpoint`: head, optimizer, history); a run killed
+Rounds are checkpointed (`cache.save_training`: head, optimizer, history); a run killed
 between rounds resumes with identical numbers (sampling and batch order are seeded by (seed,
 round)).
 """
@@ -338,17 +338,15 @@ def _digest(*arrays: np.ndarray) -> str:
 
 def _save(directory: Path, round_: int, head: QueryHead, optimizer: torch.optim.Optimizer,
           record: dict, history: list[dict]) -> None:
-    tensors, meta = cache.optimizer_tensors(optimizer)
-    tensors["head.delta"] = head.delta.detach().clone()
-    cache.save_checkpoint(directory / f"round-{round_:02d}", tensors,
-                          {"record": record, "history": history, "optimizer": meta})
+    cache.save_training(directory / f"round-{round_:02d}", record, optimizer,
+                        {"head.delta": head.delta.detach().clone()}, history=history)
 
 
-def _load(directory: Path, round_: int, record: dict) -> tuple[dict, dict] | None:
-    loaded = cache.load_checkpoint(directory / f"round-{round_:02d}")
-    if loaded is None or loaded[1].get("record") != record or "head.delta" not in loaded[0]:
-        return None
-    return loaded
+def _load(directory: Path, round_: int, record: dict,
+          optimizer: torch.optim.Optimizer | None = None) -> tuple[dict, dict] | None:
+    """(tensors, progress) of a saved round of this run (`optimizer`, when given, restored)."""
+    return cache.resume_training(directory / f"round-{round_:02d}", record, optimizer,
+                                 needs=("head.delta",))
 
 
 def run(start: QueryHead, data: LoopData, config: HeadLoopConfig, directory: Path,
@@ -368,12 +366,11 @@ def run(start: QueryHead, data: LoopData, config: HeadLoopConfig, directory: Pat
     optimizer = torch.optim.Adam(head.parameters(), lr=config.lr)
     history: list[dict] = []
     for round_ in range(config.rounds, 0, -1):  # resume from the newest usable round
-        loaded = _load(directory, round_, record)
+        loaded = _load(directory, round_, record, optimizer)
         if loaded is not None:
             tensors, saved = loaded
             with torch.no_grad():
                 head.delta.copy_(tensors["head.delta"])
-            cache.restore_optimizer(optimizer, tensors, saved["optimizer"])
             history = saved["history"]
             break
     if not history:

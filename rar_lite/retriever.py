@@ -137,22 +137,21 @@ def published_gaps(measured: dict[str, dict[str, float]]) -> pd.DataFrame:
 
 def _save_state(directory: Path, model: SequentialRecommender, optimizer: torch.optim.Optimizer,
                 state: dict) -> None:
-    """The full training state (weights, optimizer, progress) as one `cache` checkpoint."""
-    tensors, optimizer_meta = cache.optimizer_tensors(optimizer)
-    tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
-    cache.save_checkpoint(directory, tensors, {**state, "optimizer": optimizer_meta})
+    """The full training state (weights, optimizer, progress) as one `cache` checkpoint (the
+    run's record is `config.json` beside it)."""
+    cache.save_training(directory, None, optimizer,
+                        {f"model.{k}": v for k, v in model.state_dict().items()}, **state)
 
 
 def _load_state(directory: Path, model: SequentialRecommender,
                 optimizer: torch.optim.Optimizer) -> dict | None:
     """Restore `_save_state`'s checkpoint into `model` and `optimizer`; None when there is
     none (or it is unusable: the caller then trains from the start)."""
-    loaded = cache.load_checkpoint(directory)
-    if loaded is None:
+    resumed = cache.resume_training(directory, None, optimizer)
+    if resumed is None:
         return None
-    tensors, state = loaded
+    tensors, state = resumed
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    cache.restore_optimizer(optimizer, tensors, state.pop("optimizer"))
     return state
 
 

@@ -174,14 +174,13 @@ def _batches(examples: list[Example], batch_size: int, rng: np.random.Generator)
 
 
 def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                state: dict) -> None:
-    """Checkpoint (adapter, optimizer, RNGs, progress) into `path` (`cache.save_checkpoint`)."""
+                record: dict, progress: dict) -> None:
+    """Checkpoint (adapter, optimizer, RNGs, progress) into `path` (`cache.save_training`)."""
     from peft import get_peft_model_state_dict
 
-    tensors, optimizer_meta = cache.optimizer_tensors(optimizer)
-    tensors.update({f"adapter.{k}": v for k, v in get_peft_model_state_dict(model).items()})
+    tensors = {f"adapter.{k}": v for k, v in get_peft_model_state_dict(model).items()}
     tensors["rng.torch"] = torch.get_rng_state()
-    cache.save_checkpoint(path, tensors, {**state, "optimizer": optimizer_meta})
+    cache.save_training(path, record, optimizer, tensors, **progress)
 
 
 def _load_state(path: Path, record: dict, model: torch.nn.Module,
@@ -190,15 +189,14 @@ def _load_state(path: Path, record: dict, model: torch.nn.Module,
     RNG; returns its progress, or None when there is none usable."""
     from peft import set_peft_model_state_dict
 
-    loaded = cache.load_checkpoint(path)
-    if loaded is None or loaded[1].get("record") != record:
+    resumed = cache.resume_training(path, record, optimizer, needs=("rng.torch",))
+    if resumed is None:
         return None
-    tensors, state = loaded
+    tensors, progress = resumed
     set_peft_model_state_dict(model, {k[8:]: v for k, v in tensors.items()
                                       if k.startswith("adapter.")})
-    cache.restore_optimizer(optimizer, tensors, state.pop("optimizer"))
     torch.set_rng_state(tensors["rng.torch"])
-    return state
+    return progress
 
 
 def snapshot_dir(directory: Path, step: int) -> Path:
@@ -284,9 +282,8 @@ def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
             _save_adapter(snapshot_dir(directory, step), model, {**record, "step": step},
                           history, seconds_before + time.perf_counter() - started)
         if step % config.checkpoint_every == 0 and step < config.steps:
-            _save_state(checkpoint, model, optimizer, {
-                "record": record, "history": history, "batches": batches,
-                "rng": rng.bit_generator.state,
+            _save_state(checkpoint, model, optimizer, record, {
+                "history": history, "batches": batches, "rng": rng.bit_generator.state,
                 "seconds": seconds_before + time.perf_counter() - started})
     seconds = seconds_before + time.perf_counter() - started
     _save_adapter(directory, model, record, history, seconds)

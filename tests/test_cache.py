@@ -88,10 +88,9 @@ def _trained() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
 
 
 def _save(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-          epoch: int) -> None:
-    tensors, meta = cache.optimizer_tensors(optimizer)
-    tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
-    cache.save_checkpoint(directory, tensors, {"epoch": epoch, "optimizer": meta})
+          epoch: int, record: dict | None = None) -> None:
+    cache.save_training(directory, record, optimizer,
+                        {f"model.{k}": v for k, v in model.state_dict().items()}, epoch=epoch)
 
 
 def test_checkpoint_round_trip_continues_bit_identically(tmp_path: Path) -> None:
@@ -100,9 +99,10 @@ def test_checkpoint_round_trip_continues_bit_identically(tmp_path: Path) -> None
     tensors, record = cache.load_checkpoint(tmp_path / "ck")
     assert record["epoch"] == 3 and "_checkpoint" not in record
     twin = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
-    twin.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     twin_optimizer = torch.optim.AdamW(twin.parameters(), lr=0.5)  # lr comes from the record
-    cache.restore_optimizer(twin_optimizer, tensors, record["optimizer"])
+    tensors, progress = cache.resume_training(tmp_path / "ck", None, twin_optimizer)
+    assert progress == {"epoch": 3}  # the optimizer's part went into the optimizer
+    twin.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     assert twin_optimizer.param_groups[0]["betas"] == (0.9, 0.999)  # a tuple again
     assert twin_optimizer.param_groups[0]["lr"] == 0.1
     batch = torch.randn(8, 4)
@@ -112,6 +112,26 @@ def test_checkpoint_round_trip_continues_bit_identically(tmp_path: Path) -> None
         o.step()
     for a, b in zip(model.state_dict().values(), twin.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_training_resumes_only_the_same_run(tmp_path: Path) -> None:
+    model, optimizer = _trained()
+    run = {"config": {"lr": 0.1}, "data": "abc"}
+    _save(tmp_path / "ck", model, optimizer, epoch=2, record=run)
+    fresh = torch.optim.AdamW(_trained()[0].parameters(), lr=0.1)
+    before = fresh.state_dict()
+    for other in ({"config": {"lr": 0.2}, "data": "abc"}, None):  # another run: start over
+        assert cache.resume_training(tmp_path / "ck", other, fresh) is None
+    assert cache.resume_training(tmp_path / "ck", run, fresh, needs=("head.delta",)) is None
+    assert fresh.state_dict() == before  # nothing restored from a run that is not resumed
+    tensors, progress = cache.resume_training(tmp_path / "ck", run)  # no optimizer: weights only
+    assert progress == {"epoch": 2} and "model.0.weight" in tensors
+    assert fresh.state_dict() == before
+    tensors, progress = cache.resume_training(tmp_path / "ck", run, fresh, needs=("model.0.bias",))
+    assert progress == {"epoch": 2}
+    for saved, restored in zip(optimizer.state_dict()["state"].values(),
+                               fresh.state_dict()["state"].values()):
+        assert torch.equal(saved["exp_avg"], restored["exp_avg"])
 
 
 def test_missing_checkpoint_is_none_without_warning(tmp_path: Path) -> None:
