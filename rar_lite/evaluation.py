@@ -279,7 +279,7 @@ def _pair_means(rows: pd.DataFrame, metric: str) -> pd.Series:
 
 def summary(per_pair: pd.DataFrame, dataset: str, condition: str,
             metrics: list[str]) -> pd.DataFrame:
-    """See `Evaluation.summary`; rows in `SYSTEMS` order."""
+    """See `Evaluation.summary`; rows in table order (`row_order`)."""
     rows = _select(per_pair, dataset, condition)
     out = {}
     for system in row_order(rows["system"]):
