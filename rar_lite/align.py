@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from rar_lite import cache
 from rar_lite.conversations import Conversation
-from rar_lite.llm import smollm2_path
+from rar_lite.llm_local import merge_adapter, smollm2_path
 from rar_lite.rerank import PointwiseReranker
 
 if TYPE_CHECKING:
@@ -147,16 +147,13 @@ def training_order(pairs: list[dict], epochs: int, seed: int,
 def merged_model(adapter: Path, directory: Path) -> Path:
     """The base model with a LoRA `adapter` merged in fp32, saved (safetensors + tokenizer) to
     `directory` once; later calls return the saved copy."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     directory = Path(directory)
     if (directory / "config.json").exists():
         return directory
     source = smollm2_path()
-    base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged = merge_adapter(source, adapter)
     with cache.atomic_dir(directory) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         AutoTokenizer.from_pretrained(source).save_pretrained(tmp)

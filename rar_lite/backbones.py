@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rar_lite.llm import Backend, LLMError, OpenAIChatBackend, TransformersBackend
+from rar_lite.llm import Backend, LLMError
+from rar_lite.llm_api import OpenAIChatBackend
+from rar_lite.llm_local import TransformersBackend
 
 #: The spec of the packaged model, used wherever none is given.
 DEFAULT = "smollm2"

@@ -318,7 +318,7 @@ def chapter_engine(seed: int = 0, profile: str | Profile = "full", progress: boo
     project's fused one: the zero-shot MiniLM over the request and the item cards, with LRURec's
     and the popularity prior's scores (`realdata.DEFAULT_WEIGHTS`; mentioned movies left out),
     which reads the words as well as the titles (`serving_engine`)."""
-    from rar_lite import feedback, loop_study, profiles, reranker_study
+    from rar_lite import loop_study, profiles, reranker_study
 
     profile = profiles.get(profile)
     setup = loop_study.loop_setup(seed, profile, progress=progress)
@@ -327,7 +327,7 @@ def chapter_engine(seed: int = 0, profile: str | Profile = "full", progress: boo
     if loop:
         trained = loop_study.run_feedback(
             setup, engine.rankers["LLM (tuned pointwise)"],
-            feedback.LoopConfig(rounds=profile.loop_rounds, seed=seed), profile.loop_train,
+            profile.loop_config(seed), profile.loop_train,
             progress=progress)
         engine.retrievers["after the feedback loop"] = setup.served.with_model(trained.model)
     return engine
@@ -372,7 +372,7 @@ def serving_engine(seed: int = 0, profile: str | Profile = "full", progress: boo
     record whose parts are gone or unusable is rebuilt."""
     from rar_lite import cache, loop_study, profiles, reranker_study
     from rar_lite.corpus import load_corpus
-    from rar_lite.llm import TransformersBackend
+    from rar_lite.llm_local import TransformersBackend
 
     profile = profiles.get(profile)
     path = serving_record_path(seed, profile)

@@ -47,7 +47,6 @@ from rar_lite import (
     cache,
     cikm,
     dense,
-    feedback,
     fusion,
     loop_study,
     pipeline,
@@ -63,7 +62,8 @@ from rar_lite import (
 from rar_lite.baselines import OpenRecommender, PopularityRecommender
 from rar_lite.conversations import Conversation
 from rar_lite.corpus import load_corpus
-from rar_lite.llm import Backend, ResponseCache, TransformersBackend
+from rar_lite.llm import Backend, ResponseCache
+from rar_lite.llm_local import TransformersBackend
 from rar_lite.matching import TitleMatcher
 
 #: System key -> display name, in the order tables list them.
@@ -86,6 +86,20 @@ ZERO_SHOT = ("llm", "rar-generate")
 TUNED = ("rar-sft", "rar-fused", "rar-loop")
 #: Systems that need the dense retriever.
 DENSE = ("dense", "fused", "rar-fused")
+#: "simulated", then the CIKM-format datasets (`load_cikm`): INSPIRED is the default real set;
+#: ReDial and Reddit-Movie are read from a directory the reader supplies.
+DATASETS = realdata.CHAPTER_DATASETS
+CONDITIONS = ("all", "recommendation")
+#: He et al. (CIKM 2023), Table 2/3: zero-shot LLMs on INSPIRED, "all" condition, their protocol
+#: (the LLM writes 20 names, each matched to the nearest entity name; no retrieval, no corpus).
+REFERENCE = {
+    "GPT-4, zero-shot (He et al. 2023)": {"recall@1": 0.0909, "recall@5": 0.1581,
+                                          "recall@10": 0.1937, "recall@20": 0.2609,
+                                          "ndcg@10": 0.1371},
+    "GPT-3.5, zero-shot (He et al. 2023)": {"recall@1": 0.0514, "recall@5": 0.1067,
+                                            "recall@10": 0.1502, "recall@20": 0.2055,
+                                            "ndcg@10": 0.0925},
+}
 
 
 def system_name(system: str, backbone: str | None = None) -> str:
@@ -103,21 +117,6 @@ def row_order(names: object) -> list[str]:
         ordered += [n for n in names if n == base]
         ordered += sorted(n for n in names if n.startswith(f"{base} ("))
     return ordered + [n for n in names if n not in ordered]
-
-#: "simulated", then the CIKM-format datasets (`load_cikm`): INSPIRED is the default real set;
-#: ReDial and Reddit-Movie are read from a directory the reader supplies.
-DATASETS = realdata.CHAPTER_DATASETS
-CONDITIONS = ("all", "recommendation")
-#: He et al. (CIKM 2023), Table 2/3: zero-shot LLMs on INSPIRED, "all" condition, their protocol
-#: (the LLM writes 20 names, each matched to the nearest entity name; no retrieval, no corpus).
-REFERENCE = {
-    "GPT-4, zero-shot (He et al. 2023)": {"recall@1": 0.0909, "recall@5": 0.1581,
-                                          "recall@10": 0.1937, "recall@20": 0.2609,
-                                          "ndcg@10": 0.1371},
-    "GPT-3.5, zero-shot (He et al. 2023)": {"recall@1": 0.0514, "recall@5": 0.1067,
-                                            "recall@10": 0.1502, "recall@20": 0.2055,
-                                            "ndcg@10": 0.0925},
-}
 
 
 @dataclass
@@ -172,9 +171,12 @@ class EvalConfig:
 
     @classmethod
     def from_profile(cls, profile: str | profiles.Profile, **overrides: object) -> EvalConfig:
-        """The run at `profile`'s sizes (QUICK: a few minutes, every system and set; CI's)."""
+        """The run at `profile`'s sizes (QUICK: a few minutes, every system and set; CI's): its
+        `k` candidates, the metrics' cut-offs up to it."""
         chosen = profiles.get(profile)
-        return cls(**{**chosen.evaluation, "profile": chosen.name, **overrides})
+        k = int(overrides.get("k", chosen.k))
+        sizes = {"k": k, "ks": tuple(cut for cut in cls.ks if cut <= k)}
+        return cls(**{**sizes, **chosen.evaluation, "profile": chosen.name, **overrides})
 
     def sizes(self) -> profiles.Profile:
         """The profile of the chapters' artifacts this run reuses."""
@@ -641,7 +643,7 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
         if "rar-loop" in config.systems:
             cache.say(f"the feedback loop, seed {seed} (chapter 5)", progress)
             loop = loop_study.run_feedback(
-                setup, reader, feedback.LoopConfig(rounds=sizes.loop_rounds, seed=seed),
+                setup, reader, sizes.loop_config(seed),
                 sizes.loop_train, progress=progress)
             loop_model = loop.model
         seeded[seed] = _Seeded(setup, loop_model)
@@ -703,10 +705,9 @@ def system_backbones(systems: tuple[str, ...], tuned: Backend | None,
     systems without an LLM."""
     out = {}
     for system in systems:
-        for backbone, backend in _rows(system, zero_shot, more or {}):
-            backend = backend if system in ZERO_SHOT else tuned if system in TUNED else None
-            out[system_name(system, backbone)] = (backbones.label(backend)
-                                                  if backend is not None else "—")
+        for backbone, row_backend in _rows(system, zero_shot, more or {}):
+            used = row_backend if system in ZERO_SHOT else tuned if system in TUNED else None
+            out[system_name(system, backbone)] = backbones.label(used) if used is not None else "—"
     return out
 
 

@@ -19,7 +19,8 @@ import pandas as pd
 from rar_lite import cache, feedback, pipeline, profiles, rerank, retriever, simulate
 from rar_lite.conversations import Conversation
 from rar_lite.corpus import load_corpus
-from rar_lite.llm import ResponseCache, TransformersBackend
+from rar_lite.llm import ResponseCache
+from rar_lite.llm_local import TransformersBackend
 
 DATA_SEED = 0
 

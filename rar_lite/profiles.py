@@ -18,10 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from rar_lite.loop_arms import Sizes
 from rar_lite.real_reranker import DialogueTuning
 from rar_lite.tune import TuneConfig
+
+if TYPE_CHECKING:
+    from rar_lite.feedback import LoopConfig
 
 
 def _frozen(mapping: Mapping) -> Mapping:
@@ -35,6 +39,7 @@ class Profile:
 
     name: str
     retriever_epochs: int | None = None  # LRURec/SASRec epochs; None: to early stopping
+    k: int = 20  # candidates per conversation: the reranker's K and the loop's set size
     tune_conversations: int = 1000  # chapter 4's pointwise tuning: training conversations
     tune: TuneConfig = field(default_factory=lambda: TuneConfig(seed=0))  # ...and its settings
     loop_train: int = 200  # chapter 5's feedback loop: conversations per round
@@ -55,6 +60,14 @@ class Profile:
         """`retriever.fit_retriever` overrides: the epochs, when the profile caps them."""
         return {} if self.retriever_epochs is None else {"epochs": self.retriever_epochs}
 
+    def loop_config(self, seed: int = 0, **overrides: object) -> LoopConfig:
+        """Chapter 5's feedback-loop settings at this profile (chapters 6-8, `evaluate` and the
+        demo reuse the loop it cached, so they all build its config here)."""
+        from rar_lite.feedback import LoopConfig
+
+        return LoopConfig(**{"rounds": self.loop_rounds, "k": self.k, "seed": seed,
+                             **overrides})
+
     def parameters(self, notebook: str | Path) -> dict[str, object]:
         """The papermill parameters that run `notebook` at this profile."""
         sizes = self.notebooks.get(Path(notebook).stem, {})
@@ -67,12 +80,13 @@ FULL = Profile("full")
 QUICK = Profile(
     "quick",
     retriever_epochs=2,
+    k=10,  # half the candidates: LLM scoring is most of CI's time
     tune_conversations=8,
     tune=TuneConfig(steps=2, batch_size=4, seed=0),
     loop_train=6,
     loop_rounds=1,
     # the same procedure: two steps, the untuned model the only other choice
-    dialogue=DialogueTuning(tune=TuneConfig(steps=2, batch_size=4, lr=3e-4, negatives=3),
+    dialogue=DialogueTuning(k=10, tune=TuneConfig(steps=2, batch_size=4, lr=3e-4, negatives=3),
                             snapshots=(), n_simulated=8),
     dev_turns=24,
     arms=Sizes(loop=6, selection=6, test=4, pool=24, n_dense=40, real_test=4),

@@ -31,7 +31,8 @@ import pandas as pd
 
 from rar_lite import cache, pipeline, prompts, realdata
 from rar_lite.conversations import Conversation
-from rar_lite.llm import ResponseCache, TransformersBackend
+from rar_lite.llm import ResponseCache
+from rar_lite.llm_local import TransformersBackend
 from rar_lite.rerank import PointwiseReranker
 from rar_lite.tune import Example, TuneConfig, pointwise_examples, snapshot_dir, tune_pointwise
 
@@ -160,17 +161,17 @@ def tune_on_dialogue(retriever: object, corpus: pd.DataFrame, train: list[Conver
     response_cache = response_cache or ResponseCache()
     adapters = {step: (None if step == 0 else directory if step == tune_config.steps
                        else snapshot_dir(directory, step)) for step in config.steps()}
-    rows = []
+    rows, chosen = [], None  # the best so far: (row, its judge); one model held at a time
     for step, adapter in adapters.items():
-        judge = PointwiseReranker(TransformersBackend(adapter=adapter), corpus, response_cache,
-                                  context=config.context)
-        rows.append({"step": step, **_alone(judge, retriever, selection, config.k, progress,
-                                            f"selection, step {step}")})
+        candidate = PointwiseReranker(TransformersBackend(adapter=adapter), corpus,
+                                      response_cache, context=config.context)
+        rows.append({"step": step, **_alone(candidate, retriever, selection, config.k,
+                                            progress, f"selection, step {step}")})
+        if chosen is None or rows[-1]["ndcg@10"] > chosen[0]["ndcg@10"]:  # ties: fewer steps
+            chosen = rows[-1], candidate
     steps_table = pd.DataFrame(rows).set_index("step")
-    best = int(steps_table.sort_values("ndcg@10", ascending=False, kind="stable").index[0])
+    best, judge = int(chosen[0]["step"]), chosen[1]
     adapter = adapters[best]
-    judge = PointwiseReranker(TransformersBackend(adapter=adapter), corpus, response_cache,
-                              context=config.context)
     weight, weight_table = realdata.choose_rerank_weight(judge, retriever, selection, k=config.k,
                                                 progress=progress)
     return DialogueReranker(adapter, best, config.context, weight, steps_table,

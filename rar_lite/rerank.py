@@ -37,14 +37,8 @@ from tqdm.auto import tqdm
 
 from rar_lite import parsing, prompts
 from rar_lite.conversations import Conversation
-from rar_lite.llm import (
-    Backend,
-    ResponseCache,
-    TransformersBackend,
-    cached_generate,
-    pools_requests,
-    require_logits,
-)
+from rar_lite.llm import Backend, ResponseCache, cached_generate, pools_requests, require_logits
+from rar_lite.llm_local import TransformersBackend
 from rar_lite.matching import TitleMatcher
 
 

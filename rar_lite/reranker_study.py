@@ -36,11 +36,13 @@ class StudySetup:
     candidates: list[list[int]]  # their K candidates, retriever order
 
 
-def study_setup(n_conversations: int = 150, k: int = 20, seed: int = 0,
+def study_setup(n_conversations: int = 150, k: int | None = None, seed: int = 0,
                 profile: str | profiles.Profile = profiles.FULL, progress: bool = False,
                 sets: simulate.SimulatedSets | None = None) -> StudySetup:
     """Simulated sets (simulated with `seed`, or `sets` when given), the chapter-3 LRURec at
-    `profile`'s epochs (cached), and `n_conversations` validation cases."""
+    `profile`'s epochs (cached), and `n_conversations` validation cases with `k` candidates
+    each (None: the profile's `k`)."""
+    k = k or profiles.get(profile).k
     corpus = load_corpus()
     sets = sets or simulate.simulated_sets(corpus, seed=seed, progress=progress)
     served, _ = retriever.fit_retriever(sets.split, "lrurec", seed=seed, progress=progress,
@@ -175,7 +177,7 @@ def tuned_backend(setup: StudySetup, config=None, n_train: int = 1000, seed: int
     """Tune the pointwise reranker on `n_train` training conversations (or load the cached
     adapter of an identical earlier run) and return (backend with the adapter, TuneResult)."""
     from rar_lite import cache
-    from rar_lite.llm import TransformersBackend
+    from rar_lite.llm_local import TransformersBackend
     from rar_lite.tune import TuneConfig, tune_pointwise
 
     config = config or TuneConfig(seed=seed)

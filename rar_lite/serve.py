@@ -22,7 +22,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rar_lite.llm import ENV_BASE_URL, ENV_KEY, LLMError, OpenAIChatBackend, smollm2_path
+from rar_lite.llm import LLMError
+from rar_lite.llm_api import ENV_BASE_URL, ENV_KEY, OpenAIChatBackend
+from rar_lite.llm_local import smollm2_path
 
 #: A stand-in key: the local server checks none, but the client always sends one.
 LOCAL_KEY = "local-no-key"

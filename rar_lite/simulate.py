@@ -355,35 +355,64 @@ def _sentence(text: str) -> str:
     return (text[0].upper() + text[1:] + ".") if text else text
 
 
-def consistent_mask(slots: dict, items: pd.DataFrame) -> np.ndarray:
-    """Which `items` (corpus rows) are consistent with stated `slots` (a `Slots.as_dict()`).
+@dataclass(frozen=True)
+class SlotColumns:
+    """The columns `consistent_mask` reads, extracted once for many calls: a multi-hot genre
+    matrix (items x genres) and the year, runtime, rating and MPAA arrays."""
+
+    genre_index: dict[str, int]
+    genres: np.ndarray  # bool (n_items, n_genres)
+    years: np.ndarray
+    runtime: np.ndarray
+    rating: np.ndarray
+    mpaa: np.ndarray  # str ("" when unknown)
+    mpaa_known: np.ndarray  # bool
+
+    @classmethod
+    def of(cls, items: pd.DataFrame) -> SlotColumns:
+        genre_lists = [list(g) for g in items["genres"]]
+        index = {g: n for n, g in enumerate(sorted({g for gs in genre_lists for g in gs}))}
+        genres = np.zeros((len(genre_lists), len(index)), dtype=bool)
+        for row, gs in enumerate(genre_lists):
+            genres[row, [index[g] for g in gs]] = True
+        mpaa = items["mpaa"].astype(object).to_numpy()
+        known = np.array([isinstance(m, str) for m in mpaa], dtype=bool)
+        return cls(index, genres, items["year"].astype("float64").to_numpy(),
+                   items["runtime_min"].astype("float64").to_numpy(),
+                   items["imdb_rating"].astype("float64").to_numpy(),
+                   np.where(known, mpaa, "").astype(str), known)
+
+
+def consistent_mask(slots: dict, items: pd.DataFrame | SlotColumns) -> np.ndarray:
+    """Which `items` (corpus rows, or their `SlotColumns`) are consistent with stated `slots`
+    (a `Slots.as_dict()`).
 
     A slot an item has no data for (unknown runtime, rating or MPAA) does not rule it out.
     """
-    mask = np.ones(len(items), dtype=bool)
+    columns = items if isinstance(items, SlotColumns) else SlotColumns.of(items)
+    mask = np.ones(len(columns.years), dtype=bool)
     if slots.get("genres"):
-        wanted = set(slots["genres"])
-        mask &= np.array([wanted <= set(g) for g in items["genres"]])
-    years = items["year"].astype("float64").to_numpy()
+        wanted = [columns.genre_index.get(g) for g in set(slots["genres"])]
+        if any(w is None for w in wanted):  # a genre no item has
+            return np.zeros(len(columns.years), dtype=bool)
+        mask &= columns.genres[:, wanted].all(axis=1)
+    years = columns.years
     if slots.get("decade") is not None:
         mask &= (years >= slots["decade"]) & (years < slots["decade"] + 10)
     if slots.get("era") == "older":
         mask &= years < OLDER_BEFORE
     if slots.get("era") == "recent":
         mask &= years >= RECENT_FROM
-    runtime = items["runtime_min"].astype("float64").to_numpy()
     if slots.get("runtime") == "short":
-        mask &= ~(runtime > SHORT_MAX_MIN)
+        mask &= ~(columns.runtime > SHORT_MAX_MIN)
     if slots.get("runtime") == "long":
-        mask &= ~(runtime < LONG_MIN_MIN)
-    rating = items["imdb_rating"].astype("float64").to_numpy()
+        mask &= ~(columns.runtime < LONG_MIN_MIN)
     if slots.get("acclaim") == "high":
-        mask &= ~(rating < ACCLAIMED_MIN)
+        mask &= ~(columns.rating < ACCLAIMED_MIN)
     if slots.get("acclaim") == "low":
-        mask &= ~(rating > LOWBROW_MAX)
+        mask &= ~(columns.rating > LOWBROW_MAX)
     if slots.get("mpaa"):
-        mpaa = items["mpaa"].astype(object).to_numpy()
-        mask &= np.array([not isinstance(m, str) or m == slots["mpaa"] for m in mpaa])
+        mask &= ~columns.mpaa_known | (columns.mpaa == slots["mpaa"])
     return mask
 
 
@@ -397,17 +426,18 @@ def narrowing(conversations: list[Conversation], corpus: pd.DataFrame,
     when noise made a slot exclude the target); `n_slots` stated.
     """
     items = corpus.set_index("item_id", drop=False).loc[catalogue]
+    in_catalogue, in_corpus = SlotColumns.of(items), SlotColumns.of(corpus)
     rows = []
     for c in conversations:
         slots = c.meta["slots"]
         open_items = ~np.isin(items["item_id"].to_numpy(), list(c.history))
-        mask = consistent_mask(slots, items)
+        mask = consistent_mask(slots, in_catalogue)
         target_pos = np.searchsorted(catalogue, c.targets[0])
         rows.append({
             "conversation_id": c.conversation_id,
             "by_history": int(open_items.sum()),
             "by_words": int((open_items & mask).sum()),
-            "by_words_corpus": int(consistent_mask(slots, corpus).sum()),
+            "by_words_corpus": int(consistent_mask(slots, in_corpus).sum()),
             "target_consistent": bool(mask[target_pos]),
             "n_slots": sum(bool(v) for v in slots.values()),
         })

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from rar_lite import cache, prompts
 from rar_lite.conversations import Conversation
-from rar_lite.llm import bf16_supported, chat_text, smollm2_path
+from rar_lite.llm_local import bf16_supported, chat_text, smollm2_path
 
 LOSSES = ("group", "bce")
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import align, cache, llm, loop_study, pipeline, rerank, reranker_study, stats
+from rar_lite import (align, cache, llm, llm_local, loop_study, pipeline, rerank, reranker_study,
+                      stats)
 
 
 def main() -> None:
@@ -54,7 +55,7 @@ def main() -> None:
         config = align.AlignConfig(beta=args.beta, lr=args.lr, epochs=args.epochs,
                                    seed=args.seed, order=order)
         result = align.align_dpo(pairs, tuning.adapter, config)
-        dpo = rerank.PointwiseReranker(llm.TransformersBackend(model=result.base,
+        dpo = rerank.PointwiseReranker(llm_local.TransformersBackend(model=result.base,
                                                                adapter=result.adapter),
                                        setup.corpus, response_cache=responses)
         rerankers[order] = dpo

@@ -1,4 +1,4 @@
-"""Benchmark of the API client's concurrent pool (`llm.OpenAIChatBackend.generate`): a local
+"""Benchmark of the API client's concurrent pool (`llm_api.OpenAIChatBackend.generate`): a local
 stand-in server (`serve.EchoServer`) answers each request after a fixed delay; the same prompts
 are sent one at a time and with N in flight, then again through the response cache. Prints one
 table and writes JSON (default results/bench_llm_pool.json).

@@ -29,7 +29,8 @@ import pandas as pd
 
 from rar_lite import cache, pipeline, realdata, stats
 from rar_lite.corpus import load_corpus
-from rar_lite.llm import ResponseCache, TransformersBackend
+from rar_lite.llm import ResponseCache
+from rar_lite.llm_local import TransformersBackend
 from rar_lite.prompts import CONTEXTS
 from rar_lite.real_reranker import DialogueTuning, tune_on_dialogue
 from rar_lite.rerank import InterpolatedReranker, PointwiseReranker, RetrieverOrder

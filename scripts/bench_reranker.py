@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import cache, llm, rerank, reranker_study
+from rar_lite import cache, llm, llm_local, rerank, reranker_study
 from rar_lite.matching import TitleMatcher
 from rar_lite.tune import TuneConfig
 
@@ -46,7 +46,7 @@ def main() -> None:
 
     setup = reranker_study.study_setup(args.n, seed=args.seed, progress=False)
     responses = llm.ResponseCache()
-    base = llm.TransformersBackend()
+    base = llm_local.TransformersBackend()
     print(f"backend: {base.model} ({base.dtype}, {base.device}); {len(setup.conversations)} "
           "validation conversations, 20 candidates each", flush=True)
     tuned, result = reranker_study.tuned_backend(
@@ -81,7 +81,7 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def forward_seconds(backend: llm.TransformersBackend, text: str, tokens: int = 600,
+def forward_seconds(backend: llm_local.TransformersBackend, text: str, tokens: int = 600,
                     repeats: int = 5) -> float:
     """Median seconds of one forward pass (last position's logits) over `tokens` tokens."""
     import torch

@@ -33,6 +33,10 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         # one busy thread took 300 s spinning, 117 s passive, 80 s alone either way)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     path = tmp_path_factory.mktemp("rar-lite-cache")
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the de-quantised SmolLM2 is made once for both
+        shared = tmp_path_factory.getbasetemp().parent / "shared-models"  # (llm_local's lock)
+        shared.mkdir(exist_ok=True)
+        (path / "models").symlink_to(shared, target_is_directory=True)
     previous = os.environ.get("RAR_LITE_CACHE")
     os.environ["RAR_LITE_CACHE"] = str(path)
     yield path

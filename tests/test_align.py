@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from rar_lite import align, llm, quiet_dependency_deprecations, rerank, tune
+from rar_lite import align, llm_local, quiet_dependency_deprecations, rerank, tune
 from rar_lite.conversations import Conversation, Turn
 
 CHAPTER = ROOT / "notebooks" / "07_align_llm_with_trl.ipynb"
@@ -69,7 +69,7 @@ def test_tiny_dpo_run_moves_margins_and_loads_back(corpus, items, tmp_path: Path
         [tune.Example("a funny animated movie for kids", texts[items[1]], 1, 0),
          tune.Example("a funny animated movie for kids", texts[items[0]], 0, 0)],
         tune.TuneConfig(steps=1, batch_size=2), tmp_path / "sft", progress=False)
-    reranker = rerank.PointwiseReranker(llm.TransformersBackend(adapter=sft.adapter), corpus)
+    reranker = rerank.PointwiseReranker(llm_local.TransformersBackend(adapter=sft.adapter), corpus)
     conversations = [_conversation("kids", items[1], "A funny animated movie for my kids."),
                      _conversation("heist", items[0], "A tense crime thriller with a heist.")]
     pairs = align.mistake_pairs(reranker, conversations, [items, items])
@@ -81,7 +81,7 @@ def test_tiny_dpo_run_moves_margins_and_loads_back(corpus, items, tmp_path: Path
     assert len(result.history) == 4 and {"loss", "rewards/margins"} <= set(result.history)
     assert result.history["loss"].iloc[0] == pytest.approx(np.log(2), abs=1e-3)  # π = π_ref
 
-    aligned = rerank.PointwiseReranker(llm.TransformersBackend(model=result.base,
+    aligned = rerank.PointwiseReranker(llm_local.TransformersBackend(model=result.base,
                                                                adapter=result.adapter), corpus)
     before, after = align.margins(reranker, pairs), align.margins(aligned, pairs)
     wanted = np.array([1 if p["chosen"] == "yes" else -1 for p in pairs])

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from rar_lite import backbones, baselines, cli, evaluation, llm, rerank
+from rar_lite import backbones, baselines, cli, evaluation, llm, llm_api, llm_local, rerank
 from rar_lite.conversations import Conversation, Turn
 from rar_lite.serve import EchoServer
 
@@ -45,23 +45,23 @@ def test_malformed_spec_is_refused_in_words(text: str, says: str) -> None:
 
 
 def test_openai_spec_loads_a_client_from_the_environment(monkeypatch) -> None:
-    monkeypatch.setenv(llm.ENV_BASE_URL, "http://127.0.0.1:9/v1")
-    monkeypatch.setenv(llm.ENV_KEY, "sk-from-the-environment")
+    monkeypatch.setenv(llm_api.ENV_BASE_URL, "http://127.0.0.1:9/v1")
+    monkeypatch.setenv(llm_api.ENV_KEY, "sk-from-the-environment")
     backend = backbones.load("openai:some-model", concurrency=3)
-    assert isinstance(backend, llm.OpenAIChatBackend)
+    assert isinstance(backend, llm_api.OpenAIChatBackend)
     assert (backend.model, backend.base_url, backend.concurrency) == (
         "some-model", "http://127.0.0.1:9/v1", 3)
     assert backbones.label(backend) == "openai:some-model"
     with pytest.raises(llm.LLMError, match="cannot load a LoRA adapter"):
         backbones.load("openai:some-model", adapter="adapter-dir")
-    monkeypatch.delenv(llm.ENV_KEY)
+    monkeypatch.delenv(llm_api.ENV_KEY)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(llm.LLMError, match="no API key"):
         backbones.load("openai:some-model")
 
 
 def test_labels_of_local_models() -> None:
-    default = llm.TransformersBackend.DEFAULT_NAME
+    default = llm_local.TransformersBackend.DEFAULT_NAME
     assert backbones.label(SimpleNamespace(model=default)) == "smollm2"
     assert backbones.label(SimpleNamespace(model=f"{default}+adapter-3")) == "smollm2+adapter-3"
     assert backbones.label(SimpleNamespace(model="org/model")) == "hf:org/model"
@@ -70,14 +70,14 @@ def test_labels_of_local_models() -> None:
 @pytest.mark.parametrize("reranker", [rerank.PointwiseReranker, rerank.VerbalizerReranker,
                                       rerank.ConstrainedReranker])
 def test_logit_modes_refuse_an_api_model_and_name_what_works(reranker, monkeypatch) -> None:
-    api = llm.OpenAIChatBackend(model="m", base_url="http://127.0.0.1:9/v1", api_key="k")
+    api = llm_api.OpenAIChatBackend(model="m", base_url="http://127.0.0.1:9/v1", api_key="k")
     with pytest.raises(llm.LLMError, match="needs next-token logits.*generation mode"):
         reranker(api, pd.DataFrame({"item_id": [1], "text": ["x"], "title": ["X"],
                                     "year": [2000]}))
 
 
 def test_generation_mode_accepts_an_api_model(corpus, matcher) -> None:
-    api = llm.OpenAIChatBackend(model="m", base_url="http://127.0.0.1:9/v1", api_key="k")
+    api = llm_api.OpenAIChatBackend(model="m", base_url="http://127.0.0.1:9/v1", api_key="k")
     assert rerank.GenerationReranker(api, corpus, matcher).backend is api
 
 
@@ -110,9 +110,9 @@ def test_pool_caches_answers_as_they_arrive_and_keeps_them_past_a_failure(tmp_pa
 
 
 def test_usage_from_a_server_without_a_usage_field_counts_zero_tokens() -> None:
-    assert llm._tokens({}, "prompt_tokens") == 0
-    assert llm._tokens({"prompt_tokens": "many"}, "prompt_tokens") == 0
-    assert llm._tokens({"completion_tokens": 7}, "completion_tokens") == 7
+    assert llm_api._tokens({}, "prompt_tokens") == 0
+    assert llm_api._tokens({"prompt_tokens": "many"}, "prompt_tokens") == 0
+    assert llm_api._tokens({"completion_tokens": 7}, "completion_tokens") == 7
 
 
 def test_llm_baseline_and_generation_mode_send_every_prompt_together(corpus, matcher) -> None:
@@ -137,7 +137,7 @@ def test_eval_config_and_cli_check_the_llm_before_any_work(monkeypatch, tmp_path
     with pytest.raises(ValueError, match="llm_concurrency"):
         evaluation.EvalConfig(llm_concurrency=0)
     monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("work started"))
-    monkeypatch.delenv(llm.ENV_KEY, raising=False)
+    monkeypatch.delenv(llm_api.ENV_KEY, raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     base = ["evaluate", "--quick", "--datasets", "simulated", "--out", str(tmp_path)]
     assert cli.main([*base, "--llm", "gpt"]) == 2
@@ -152,7 +152,7 @@ def test_eval_config_and_cli_check_the_llm_before_any_work(monkeypatch, tmp_path
 def test_chapter_4_sets_leave_out_the_logit_modes_for_an_api_model(corpus, matcher) -> None:
     from rar_lite import reranker_study
 
-    api = llm.OpenAIChatBackend(model="m", base_url="http://127.0.0.1:9/v1", api_key="k")
+    api = llm_api.OpenAIChatBackend(model="m", base_url="http://127.0.0.1:9/v1", api_key="k")
     assert list(reranker_study.zero_shot_rerankers(api, corpus)) == [
         "random order", "retriever order", "keyword match"]
     assert list(reranker_study.generation_rerankers(api, corpus, matcher)) == [
@@ -160,6 +160,6 @@ def test_chapter_4_sets_leave_out_the_logit_modes_for_an_api_model(corpus, match
 
 
 def test_only_api_models_get_every_prompt_at_once() -> None:
-    assert llm.pools_requests(llm.OpenAIChatBackend)  # a class attribute, not a field
-    assert "pools_requests" not in {f.name for f in dataclasses.fields(llm.OpenAIChatBackend)}
-    assert not llm.pools_requests(llm.TransformersBackend) and not llm.pools_requests(object())
+    assert llm.pools_requests(llm_api.OpenAIChatBackend)  # a class attribute, not a field
+    assert "pools_requests" not in {f.name for f in dataclasses.fields(llm_api.OpenAIChatBackend)}
+    assert not llm.pools_requests(llm_local.TransformersBackend) and not llm.pools_requests(object())

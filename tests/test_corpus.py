@@ -154,18 +154,23 @@ def test_genre_agreement() -> None:
     assert (judged, share) == (2, 0.5)
 
 
-def test_corrupt_cache_is_rebuilt(corpus: pd.DataFrame) -> None:
+def test_corrupt_cache_is_rebuilt(corpus: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
     path = rc.corpus_path()
     assert path.exists()
     data = bytearray(path.read_bytes())
     data[100:200] = bytes(100)
     path.write_bytes(bytes(data))
+    builds = []  # the build itself is the session fixture's (the same code path, ~15 s)
+    monkeypatch.setattr(rc, "build_corpus", lambda: builds.append(1) or corpus.copy())
     with pytest.warns(UserWarning, match="corrupt"):
         rebuilt = rc.load_corpus()
-    assert len(rebuilt) == len(corpus)
+    assert builds == [1]
+    assert rebuilt["text"].tolist() == corpus["text"].tolist()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert len(rc.load_corpus()) == len(corpus)  # the rebuilt cache is intact again
+        again = rc.load_corpus()  # the rebuilt cache is intact again: read, not built
+    assert builds == [1]
+    assert again["text"].tolist() == corpus["text"].tolist()  # every card, read back
 
 
 def test_missing_source_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

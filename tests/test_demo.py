@@ -152,7 +152,7 @@ def test_serving_engine_writes_a_record_then_loads_from_it(corpus, monkeypatch) 
     import json
     from types import SimpleNamespace
 
-    from rar_lite import llm, loop_study, profiles, reranker_study
+    from rar_lite import llm_local, loop_study, profiles, reranker_study
 
     built, loaded, assembled = [], [], []
     vocab = SimpleNamespace(item_ids=np.array([3, 5, 8]))
@@ -177,7 +177,7 @@ def test_serving_engine_writes_a_record_then_loads_from_it(corpus, monkeypatch) 
     monkeypatch.setattr(loop_study, "loop_setup", fake_setup)
     monkeypatch.setattr(reranker_study, "chapter_tuning", fake_tuning)
     monkeypatch.setattr(demo, "_load_served", fake_load)
-    monkeypatch.setattr(llm, "TransformersBackend", lambda adapter: f"backend of {adapter}")
+    monkeypatch.setattr(llm_local, "TransformersBackend", lambda adapter: f"backend of {adapter}")
     monkeypatch.setattr(demo, "_assemble", lambda corpus, served, tuned, model, dense, progress:
                         assembled.append((served, tuned, model, dense)) or "engine")
     path = demo.serving_record_path(7, profiles.QUICK)

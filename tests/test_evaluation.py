@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from rar_lite import baselines, cli, evaluation, metrics, popularity, rerank, stats
+from rar_lite import baselines, cli, evaluation, metrics, popularity, profiles, rerank, stats
 from rar_lite.baselines import OpenRecommender, PopularityRecommender, ranking_from_open_answer
 from rar_lite.conversations import Conversation, Turn
 from rar_lite.llm import ResponseCache
@@ -348,9 +348,9 @@ def test_evaluate_command_end_to_end(tmp_path: Path, corpus, matcher, capsys) ->
         ranks = metrics.ranks_in_list(record["items"], wanted)
         expected = metrics.per_pair_metrics(ranks, (10,))["ndcg@10"]
         assert mine["ndcg@10"].to_numpy() == pytest.approx(expected)
-        # a real set ranks its own catalogue: here five movies, fewer than K = 20
+        # a real set ranks its own catalogue: here five movies, fewer than QUICK's K
         if record["dataset"] == "simulated":
-            assert len(record["items"]) == 20
+            assert len(record["items"]) == profiles.QUICK.k
         else:
             assert 0 < len(record["items"]) <= 5
         assert set(record["items"]) <= set(record["candidates"])

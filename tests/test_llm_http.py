@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rar_lite import llm
+from rar_lite import llm, llm_api
 
 KEY = "sk-test-secret-123"
 
@@ -100,11 +100,11 @@ def server():
     s.close()
 
 
-def backend(server: ScriptedServer, **kwargs) -> llm.OpenAIChatBackend:
+def backend(server: ScriptedServer, **kwargs) -> llm_api.OpenAIChatBackend:
     """A client of the scripted server, one request at a time: the script's answers go out in
     the order requests arrive (the pool's order with requests in flight: tests/test_backbones)."""
     kwargs.setdefault("concurrency", 1)
-    return llm.OpenAIChatBackend(model="test-model", base_url=server.url, api_key=KEY,
+    return llm_api.OpenAIChatBackend(model="test-model", base_url=server.url, api_key=KEY,
                                  backoff=0.01, **kwargs)
 
 
@@ -156,7 +156,7 @@ def test_malformed_json(server: ScriptedServer) -> None:
 
 
 def test_connection_refused() -> None:
-    dead = llm.OpenAIChatBackend(model="m", base_url="http://127.0.0.1:9/v1", api_key=KEY,
+    dead = llm_api.OpenAIChatBackend(model="m", base_url="http://127.0.0.1:9/v1", api_key=KEY,
                                  max_retries=1, backoff=0.01)
     with pytest.raises(llm.LLMError, match="request failed") as error:
         dead.generate(["x"])
@@ -164,20 +164,20 @@ def test_connection_refused() -> None:
 
 
 def test_missing_key_and_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (llm.ENV_KEY, "OPENAI_API_KEY", llm.ENV_MODEL):
+    for name in (llm_api.ENV_KEY, "OPENAI_API_KEY", llm_api.ENV_MODEL):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(llm.LLMError, match="no API key"):
-        llm.OpenAIChatBackend(model="m")
+        llm_api.OpenAIChatBackend(model="m")
     with pytest.raises(llm.LLMError, match="no model given"):
-        llm.OpenAIChatBackend(api_key=KEY)
+        llm_api.OpenAIChatBackend(api_key=KEY)
 
 
 def test_settings_from_environment_and_key_hidden(monkeypatch: pytest.MonkeyPatch,
                                                   server: ScriptedServer) -> None:
-    monkeypatch.setenv(llm.ENV_BASE_URL, server.url)
-    monkeypatch.setenv(llm.ENV_MODEL, "env-model")
-    monkeypatch.setenv(llm.ENV_KEY, KEY)
-    chosen = llm.OpenAIChatBackend()
+    monkeypatch.setenv(llm_api.ENV_BASE_URL, server.url)
+    monkeypatch.setenv(llm_api.ENV_MODEL, "env-model")
+    monkeypatch.setenv(llm_api.ENV_KEY, KEY)
+    chosen = llm_api.OpenAIChatBackend()
     assert (chosen.base_url, chosen.model) == (server.url, "env-model")
     assert KEY not in repr(chosen) and KEY not in str(chosen)
 
@@ -311,14 +311,14 @@ def test_redirect_is_not_followed_and_location_redacted(server: ScriptedServer) 
     f"Authorization: Bearer {KEY}", f'{{"api_key": "{KEY}"}}', "key sk-abcdefgh12345678 here",
     "AIza" + "x" * 35, f"https://host/v1?key={KEY}&x=1"])
 def test_redact_hides_key_like_strings(text: str) -> None:
-    shown = llm.redact(text, [KEY])
+    shown = llm_api.redact(text, [KEY])
     assert KEY not in shown and "sk-abcdefgh" not in shown and "x" * 30 not in shown
     assert "***" in shown
 
 
 def test_retry_after_is_capped(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
-    monkeypatch.setattr(llm, "_sleep", waits.append)
+    monkeypatch.setattr(llm_api, "_sleep", waits.append)
     server.script.extend([("raw", (429, "{}", {"Retry-After": "3600"})),
                           ("raw", (503, "{}", {"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"})),
                           ("raw", (429, "{}", {"Retry-After": "nonsense"})),
@@ -330,7 +330,7 @@ def test_retry_after_is_capped(server: ScriptedServer, monkeypatch: pytest.Monke
 def test_waiting_past_the_deadline_fails_at_once(server: ScriptedServer,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
-    monkeypatch.setattr(llm, "_sleep", waits.append)
+    monkeypatch.setattr(llm_api, "_sleep", waits.append)
     server.script.append(("raw", (429, "{}", {"Retry-After": "3600"})))
     with pytest.raises(llm.LLMError, match="HTTP 429.*deadline"):
         backend(server, deadline=5.0).generate(["x"])
@@ -348,23 +348,23 @@ def test_dripping_server_hits_the_total_deadline(server: ScriptedServer, where: 
 
 
 def test_plain_http_to_another_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(llm.ENV_ALLOW_HTTP, raising=False)
+    monkeypatch.delenv(llm_api.ENV_ALLOW_HTTP, raising=False)
     with pytest.raises(llm.LLMError, match="plain http to api.example.com") as error:
-        llm.OpenAIChatBackend(model="m", base_url="http://api.example.com/v1", api_key=KEY)
+        llm_api.OpenAIChatBackend(model="m", base_url="http://api.example.com/v1", api_key=KEY)
     assert KEY not in str(error.value)
     for url in ("http://localhost:8000/v1", "http://127.0.0.2/v1", "http://[::1]:8080/v1",
                 "https://api.example.com/v1"):
-        llm.OpenAIChatBackend(model="m", base_url=url, api_key=KEY)
-    llm.OpenAIChatBackend(model="m", base_url="http://10.0.0.5/v1", api_key=KEY, allow_http=True)
-    monkeypatch.setenv(llm.ENV_ALLOW_HTTP, "1")
-    llm.OpenAIChatBackend(model="m", base_url="http://10.0.0.5/v1", api_key=KEY)
+        llm_api.OpenAIChatBackend(model="m", base_url=url, api_key=KEY)
+    llm_api.OpenAIChatBackend(model="m", base_url="http://10.0.0.5/v1", api_key=KEY, allow_http=True)
+    monkeypatch.setenv(llm_api.ENV_ALLOW_HTTP, "1")
+    llm_api.OpenAIChatBackend(model="m", base_url="http://10.0.0.5/v1", api_key=KEY)
     for url in ("ftp://host/v1", "file:///etc/passwd", "not a url"):
         with pytest.raises(llm.LLMError, match="expected http"):
-            llm.OpenAIChatBackend(model="m", base_url=url, api_key=KEY)
+            llm_api.OpenAIChatBackend(model="m", base_url=url, api_key=KEY)
 
 
 def test_credentials_in_the_base_url_are_not_shown() -> None:
-    chosen = llm.OpenAIChatBackend(model="m", api_key=KEY,
+    chosen = llm_api.OpenAIChatBackend(model="m", api_key=KEY,
                                    base_url=f"https://user:{KEY}@api.example.com/v1?k={KEY}")
     assert KEY not in repr(chosen) and "api.example.com/v1" in repr(chosen)
 
@@ -373,7 +373,7 @@ def test_credentials_in_the_base_url_are_not_shown() -> None:
                                      {"max_retry_after": float("inf")}, {"backoff": "x"}])
 def test_bad_settings_are_refused(setting: dict) -> None:
     with pytest.raises(llm.LLMError, match=next(iter(setting))):
-        llm.OpenAIChatBackend(model="m", base_url="http://127.0.0.1/v1", api_key=KEY, **setting)
+        llm_api.OpenAIChatBackend(model="m", base_url="http://127.0.0.1/v1", api_key=KEY, **setting)
 
 
 @pytest.mark.parametrize("body", [
@@ -389,7 +389,7 @@ def test_hostile_bodies_are_malformed_responses(server: ScriptedServer, body: st
 
 def test_oversized_response_is_refused(server: ScriptedServer,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(llm, "MAX_RESPONSE_BYTES", 1000)
+    monkeypatch.setattr(llm_api, "MAX_RESPONSE_BYTES", 1000)
     server.script.append(("ok", "x" * 5000))
     with pytest.raises(llm.LLMError, match="larger than"):
         backend(server).generate(["x"])
@@ -455,5 +455,5 @@ def test_cache_directory_that_cannot_exist(tmp_path: Path) -> None:
 @pytest.mark.parametrize("key", [f"{KEY}\n", f"{KEY}\r\nX-Injected: 1", f"Bearer {KEY}"])
 def test_key_with_whitespace_is_refused_without_showing_it(key: str) -> None:
     with pytest.raises(llm.LLMError, match="line breaks or control characters") as error:
-        llm.OpenAIChatBackend(model="m", base_url="http://127.0.0.1/v1", api_key=key)
+        llm_api.OpenAIChatBackend(model="m", base_url="http://127.0.0.1/v1", api_key=key)
     assert KEY not in str(error.value)

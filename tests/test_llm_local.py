@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from rar_lite import llm, prompts, rerank, tune
+from rar_lite import llm, llm_local, prompts, rerank, tune
 from rar_lite.conversations import Conversation, Turn
 
 
 @pytest.fixture(scope="module")
-def backend() -> llm.TransformersBackend:
-    return llm.TransformersBackend()
+def backend() -> llm_local.TransformersBackend:
+    return llm_local.TransformersBackend()
 
 
 @pytest.fixture(scope="module")
@@ -27,19 +27,46 @@ def conversation(text: str = "I want a funny animated movie for my kids.") -> Co
                                Turn("seeker", text)), (), (0,), "test")
 
 
-def test_smollm2_copy_is_cached(backend: llm.TransformersBackend) -> None:
-    path = llm.smollm2_path()
+def test_smollm2_copy_is_cached(backend: llm_local.TransformersBackend) -> None:
+    path = llm_local.smollm2_path()
     assert (path / "model.safetensors").exists() and (path / "config.json").exists()
-    assert llm.smollm2_path() == path  # second call: no conversion
+    assert llm_local.smollm2_path() == path  # second call: no conversion
 
 
-def test_letters_are_single_distinct_tokens(backend: llm.TransformersBackend) -> None:
+def test_processes_sharing_a_cache_convert_the_model_once(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    monkeypatch.setenv("RAR_LITE_CACHE", str(tmp_path))
+    converted = []
+
+    def slow_convert(target: Path) -> None:  # stands in for the ~15 s de-quantisation
+        converted.append(target)
+        time.sleep(0.3)
+        target.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors"):
+            (target / name).write_text("{}")
+
+    monkeypatch.setattr(llm_local, "_convert_smollm2", slow_convert)
+    found = []
+    threads = [threading.Thread(target=lambda: found.append(llm_local.smollm2_path()))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(converted) == 1 and len(found) == 3 and len(set(found)) == 1
+    assert found[0] == tmp_path / "models" / "smollm2-135m-instruct"
+
+
+def test_letters_are_single_distinct_tokens(backend: llm_local.TransformersBackend) -> None:
     ids = [backend.tokenizer.encode(label, add_special_tokens=False) for label in prompts.LABELS]
     assert all(len(i) == 1 for i in ids)
     assert len({i[0] for i in ids}) == len(ids)
 
 
-def test_padding_invariance(backend: llm.TransformersBackend) -> None:
+def test_padding_invariance(backend: llm_local.TransformersBackend) -> None:
     short = backend.chat_prompt("Is Heat a crime movie? Answer yes or no.")
     long = backend.chat_prompt("Here is a much longer prompt " * 20 + "Answer yes or no.")
     alone = backend.last_logits([short])
@@ -117,9 +144,21 @@ def test_tiny_tuning_learns_and_adapter_round_trips(corpus, items, backend, tmp_
     assert tune.tune_pointwise(examples, config, tmp_path / "adapter",
                                progress=False).seconds == result.seconds
     base = backend
-    tuned = llm.TransformersBackend(adapter=result.adapter)
+    tuned = llm_local.TransformersBackend(adapter=result.adapter)
     assert tuned.model.endswith("+adapter")
-    # a second load reads the merged weights cached by the first, without PEFT, bit for bit
+    if loss == "group":  # the merged-weights cache does not depend on the loss: checked once
+        _merged_weights_are_cached_and_repaired(tuned, result.adapter)
+    prompt = [base.chat_prompt(examples[0].prompt())]
+    assert not torch.allclose(base.last_logits(prompt), tuned.last_logits(prompt))
+    ranking = rerank.PointwiseReranker(tuned, corpus).rank(
+        conversation("a funny animated movie for kids"), [items[0], items[1]])
+    assert ranking.items[0] == items[1]
+
+
+def _merged_weights_are_cached_and_repaired(tuned: llm_local.TransformersBackend,
+                                            adapter: Path) -> None:
+    """A second load reads the merged weights cached by the first, without PEFT, bit for bit;
+    a truncated cache file is merged again, with a warning."""
     import peft
 
     def no_merge(*_: object, **__: object) -> None:
@@ -127,20 +166,15 @@ def test_tiny_tuning_learns_and_adapter_round_trips(corpus, items, backend, tmp_
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(peft.PeftModel, "from_pretrained", no_merge)
-        again = llm.TransformersBackend(adapter=result.adapter)
+        again = llm_local.TransformersBackend(adapter=adapter)
     assert all(torch.equal(a, b) for a, b in zip(tuned.lm.state_dict().values(),
                                                  again.lm.state_dict().values()))
-    merged = llm.merged_path(llm.smollm2_path(), result.adapter, tuned.dtype)
-    merged.write_bytes(merged.read_bytes()[:1000])  # truncated: merged again, with a warning
+    merged = llm_local.merged_path(llm_local.smollm2_path(), adapter, tuned.dtype)
+    merged.write_bytes(merged.read_bytes()[:1000])
     with pytest.warns(UserWarning, match="unusable"):
-        repaired = llm.TransformersBackend(adapter=result.adapter)
+        repaired = llm_local.TransformersBackend(adapter=adapter)
     assert all(torch.equal(a, b) for a, b in zip(tuned.lm.state_dict().values(),
                                                  repaired.lm.state_dict().values()))
-    prompt = [base.chat_prompt(examples[0].prompt())]
-    assert not torch.allclose(base.last_logits(prompt), tuned.last_logits(prompt))
-    ranking = rerank.PointwiseReranker(tuned, corpus).rank(
-        conversation("a funny animated movie for kids"), [items[0], items[1]])
-    assert ranking.items[0] == items[1]
 
 
 def test_interrupted_tuning_resumes_to_the_same_adapter(corpus, items, tmp_path: Path,
@@ -195,7 +229,7 @@ def test_tune_config_rejects_unknown_loss() -> None:
 
 
 def test_shared_prefix_scoring_equals_full_prompts(corpus, items) -> None:
-    exact = llm.TransformersBackend(dtype="float32")
+    exact = llm_local.TransformersBackend(dtype="float32")
     ranker = rerank.PointwiseReranker(exact, corpus)
     texts = ranker.prompt_texts(conversation(), items)
     prefix = rerank.shared_prefix(texts)

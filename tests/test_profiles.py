@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from conftest import ROOT
-from rar_lite import build_book, evaluation, loop_arms, profiles, real_reranker
+from rar_lite import build_book, evaluation, feedback, loop_arms, profiles, real_reranker
 from rar_lite.tune import TuneConfig
 
 
@@ -26,6 +26,7 @@ def test_full_is_the_chapters_defaults() -> None:
     assert full.dialogue == real_reranker.DialogueTuning() and full.dev_turns is None
     assert full.arms == loop_arms.Sizes()
     assert evaluation.EvalConfig.from_profile("full") == evaluation.EvalConfig()
+    assert full.loop_config(3) == feedback.LoopConfig(seed=3)  # chapter 5's loop, as cached
     assert all(p == {"PROFILE": "full"} for p in map(full.parameters, _chapters()))
 
 
@@ -53,6 +54,10 @@ def test_quick_is_smaller_than_full() -> None:
     config, default = evaluation.EvalConfig.from_profile("quick"), evaluation.EvalConfig()
     assert config.profile == "quick" and config.sizes() is quick
     assert config.n_simulated < default.n_simulated and len(config.seeds) <= len(default.seeds)
+    # fewer candidates everywhere: the reranker's K, the loop's sets, the judge's pools
+    assert 10 <= quick.k < full.k and config.k == quick.k and quick.dialogue.k <= quick.k
+    assert quick.loop_config(1, sets=3) == feedback.LoopConfig(rounds=quick.loop_rounds,
+                                                                sets=3, k=quick.k, seed=1)
 
 
 def test_overrides_win_and_names_are_checked() -> None:

@@ -10,7 +10,8 @@ import torch
 
 from rar_lite import prompts, real_reranker, rerank, tune
 from rar_lite.conversations import Conversation, Turn
-from rar_lite.llm import ResponseCache, TransformersBackend
+from rar_lite.llm import ResponseCache
+from rar_lite.llm_local import TransformersBackend
 
 
 class _Listed:

@@ -123,6 +123,10 @@ def test_consistent_mask_hand_cases() -> None:
     assert mask(acclaim="high") == [True, False, True, True]
     assert mask(mpaa="PG") == [True, True, False, True]
     assert mask(genres=["Comedy"], decade=1990, runtime="short") == [True, False, False, False]
+    assert mask(genres=["Western"]) == [False] * 4  # a genre no item has
+    columns = simulate.SlotColumns.of(items)  # extracted once for many calls: the same answers
+    for slots in ({"genres": ["Comedy"], "mpaa": "PG"}, {"era": "recent"}, {}):
+        assert simulate.consistent_mask(slots, columns).tolist() == mask(**slots)
 
 
 @pytest.mark.parametrize(("text", "title", "revealed"), [
