@@ -88,7 +88,7 @@ QUICK = Profile(
     # the same procedure: two steps, the untuned model the only other choice
     dialogue=DialogueTuning(k=10, tune=TuneConfig(steps=2, batch_size=4, lr=3e-4, negatives=3),
                             snapshots=(), n_simulated=8),
-    dev_turns=24,
+    dev_turns=16,
     arms=Sizes(loop=6, selection=6, test=4, pool=24, n_dense=40, real_test=4),
     evaluation={"seeds": (0,), "n_simulated": 4, "n_real": 4, "n_generate": 1, "n_cost": 1,
                 "llm_tokens": 32, "generation_tokens": 32, "n_selection_simulated": 6},

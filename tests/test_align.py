@@ -74,11 +74,11 @@ def test_tiny_dpo_run_moves_margins_and_loads_back(corpus, items, tmp_path: Path
                      _conversation("heist", items[0], "A tense crime thriller with a heist.")]
     pairs = align.mistake_pairs(reranker, conversations, [items, items])
     assert len(pairs) == 4
-    config = align.AlignConfig(lr=2e-4, batch_size=4, max_steps=4, beta=0.1)
+    config = align.AlignConfig(lr=2e-4, batch_size=4, max_steps=2, beta=0.1)
     result = align.align_dpo(pairs, sft.adapter, config, tmp_path / "dpo", progress=False)
     assert (result.adapter / "adapter_model.safetensors").exists()
     assert (result.base / "model.safetensors").exists()
-    assert len(result.history) == 4 and {"loss", "rewards/margins"} <= set(result.history)
+    assert len(result.history) == 2 and {"loss", "rewards/margins"} <= set(result.history)
     assert result.history["loss"].iloc[0] == pytest.approx(np.log(2), abs=1e-3)  # π = π_ref
 
     aligned = rerank.PointwiseReranker(llm_local.TransformersBackend(model=result.base,
@@ -92,7 +92,7 @@ def test_tiny_dpo_run_moves_margins_and_loads_back(corpus, items, tmp_path: Path
     assert float(np.mean((after - before) * wanted)) > 0
     again = align.align_dpo(pairs, sft.adapter, config, tmp_path / "dpo", progress=False)
     assert again.seconds == result.seconds  # a finished run is loaded, not retrained
-    other = align.AlignConfig(lr=1e-4, batch_size=4, max_steps=4, beta=0.1)
+    other = align.AlignConfig(lr=1e-4, batch_size=4, max_steps=2, beta=0.1)
     with pytest.raises(ValueError, match="holds a different DPO run"):  # never overwritten
         align.align_dpo(pairs, sft.adapter, other, tmp_path / "dpo", progress=False)
 
