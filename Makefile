@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml
 
 # Main job: execute every notebook with papermill (default parameters), then build the book.
 book: install
-	$(BIN)/python -m rar_lite.build_book --mode full
+	$(BIN)/python -m rar_lite.book.build_book --mode full
 
 # Tests: unit tests plus every notebook executed at the quick profile's sizes and the book built
 # (in $(QUICK_HTML)), then that book read offline in headless Chromium. Two pytest-xdist workers
@@ -54,7 +54,7 @@ test: install
 # path; chapter screenshots go to $(BOOK_HTML)/../screenshots. Without Chromium it says how to
 # install it and passes (SKIPPED).
 check-book: install
-	$(BIN)/python -m rar_lite.book_check $(BOOK_HTML)
+	$(BIN)/python -m rar_lite.book.book_check $(BOOK_HTML)
 
 clean:
 	rm -rf _build

@@ -1,6 +1,22 @@
 """rar_lite: retrieval-augmented conversational recommendation with reinforcement learning (RAR),
 at laptop scale. The companion package of the rar-lite tutorial book.
 
+The package is a house of rooms, one per concern, each a subpackage whose docstring says what it
+holds and which rooms it may import (`tests/test_structure.py` checks every import against it):
+
+- core modules, importable from anywhere: `cache` (the one cache directory, atomic writes,
+  checkpoints), `metrics` (NDCG, Recall, MRR), `stats` (intervals and paired tests);
+- `data`: corpus, histories, conversations, simulated and real dialogue, name matching;
+- `retrieval`: LRURec/SASRec (the paper's retriever), the dense retriever (ours), fusion, FAISS;
+- `backends`: the LLM interface, local and API backends, backbone specs, a local server;
+- `reranking`: prompts, rerankers, LoRA tuning (chapter 4), DPO alignment (chapter 7);
+- `loop`: the pipeline, Plackett-Luce, DPO and the feedback loop (chapter 5);
+- `dialogue`: the retriever and reranker fitted on real dev dialogue;
+- `experiments`: run sizes (`profiles`) and the chapters' shared artifacts;
+- `evaluation`: baselines and the harness of chapter 6 and `rar-lite evaluate`;
+- `book`: figures, the demo, building and checking the book;
+- `cli`: the `rar-lite` command, which may import every room.
+
 Importing the package hides a few deprecation notices of the libraries it drives
 (`DEPENDENCY_DEPRECATIONS`): transformers 5.x warns (`FutureWarning`, from its own modules) each
 time peft or TRL read or set the old `gradient_checkpointing` names, which rar_lite never uses; a

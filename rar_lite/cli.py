@@ -14,7 +14,7 @@ Usage::
                                          each pick with the card facts that match the request
     rar-lite download NAME [--to DIR] [--mirror URL] [--force]
                                          fetch INSPIRED (test + dev) or ReDial into the data
-                                         directory (`rar_lite.download`)
+                                         directory (`rar_lite.data.download`)
 
 Every argument is checked before any work starts (`validate_evaluate` for `evaluate`). A bad
 argument prints one line to stderr and exits with 2; a failure while working prints one line
@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-#: The files a CIKM-format dataset directory must hold (`rar_lite.cikm.FILES`).
+#: The files a CIKM-format dataset directory must hold (`rar_lite.data.cikm.FILES`).
 DATASET_FILES = ("test.jsonl", "entity2id.json", "item_ids.json")
 
 
@@ -101,7 +101,7 @@ def dataset_directory(path: str | Path, what: str) -> Path:
 
 
 def _corpus(args: argparse.Namespace) -> int:
-    from rar_lite import corpus as rc
+    from rar_lite.data import corpus as rc
 
     corpus = rc.load_corpus(rebuild=args.rebuild)
     print(rc.corpus_card(corpus).as_frame().to_string(index=False))
@@ -110,8 +110,8 @@ def _corpus(args: argparse.Namespace) -> int:
 
 
 def _resolve(args: argparse.Namespace) -> int:
-    from rar_lite import corpus as rc
-    from rar_lite import matching
+    from rar_lite.data import corpus as rc
+    from rar_lite.data import matching
 
     _check_text(args.names, "name")
 
@@ -123,7 +123,7 @@ def _resolve(args: argparse.Namespace) -> int:
 def _score_generations(args: argparse.Namespace) -> int:
     import json
 
-    from rar_lite.cikm import score_generations
+    from rar_lite.data.cikm import score_generations
 
     dataset_directory(args.dataset_dir, "--dataset-dir")
     if not Path(args.generations).is_file():
@@ -137,7 +137,7 @@ def validate_evaluate(args: argparse.Namespace) -> Any:
     (argparse already checked that seeds are integers >= 0 and sizes integers >= 1): seeds
     distinct, `--data-dir` entries NAME=DIRECTORY for known datasets, each real dataset's
     directory present and complete, `--out` writable. Raises `UsageError` naming the argument."""
-    from rar_lite import evaluation
+    from rar_lite.evaluation import harness
 
     if args.seeds and len(set(args.seeds)) != len(args.seeds):
         raise UsageError(f"--seeds: {args.seeds} repeats a seed (each run would count twice)")
@@ -146,9 +146,9 @@ def validate_evaluate(args: argparse.Namespace) -> Any:
         name, sep, directory = item.partition("=")
         if not sep or not name or not directory:
             raise UsageError(f"--data-dir {item!r}: expected NAME=DIRECTORY")
-        if name not in evaluation.DATASETS or name == "simulated":
+        if name not in harness.DATASETS or name == "simulated":
             raise UsageError(f"--data-dir {item!r}: unknown dataset {name!r}; choose from "
-                             f"{', '.join(d for d in evaluation.DATASETS if d != 'simulated')}")
+                             f"{', '.join(d for d in harness.DATASETS if d != 'simulated')}")
         if name in dirs:
             raise UsageError(f"--data-dir: {name!r} is given twice")
         dirs[name] = directory
@@ -164,15 +164,15 @@ def validate_evaluate(args: argparse.Namespace) -> Any:
     if dirs:
         chosen["data_dirs"] = dirs
     try:
-        config = evaluation.EvalConfig.from_profile("quick" if args.quick else "full", **chosen)
+        config = harness.EvalConfig.from_profile("quick" if args.quick else "full", **chosen)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
     for spec in (config.llm, *config.more_llms):
-        check_llm(spec, needs_llm=bool(set(evaluation.ZERO_SHOT) & set(config.systems)))
+        check_llm(spec, needs_llm=bool(set(harness.ZERO_SHOT) & set(config.systems)))
     for name in config.datasets:
         if name != "simulated":
             try:
-                directory = evaluation.data_dir(config, name)
+                directory = harness.data_dir(config, name)
             except FileNotFoundError as error:
                 raise UsageError(f"--datasets {name}: {error}") from None
             where = "--data-dir" if name in dirs else f"--datasets {name}"
@@ -184,8 +184,8 @@ def validate_evaluate(args: argparse.Namespace) -> Any:
 def check_llm(spec: str, needs_llm: bool = True) -> None:
     """An API backbone's settings (endpoint, key) checked before any work: `--llm` named in the
     error (the spec itself was checked when the config was made)."""
-    from rar_lite import backbones
-    from rar_lite.llm import LLMError
+    from rar_lite.backends import backbones
+    from rar_lite.backends.llm import LLMError
 
     try:
         parsed = backbones.parse(spec)
@@ -221,16 +221,16 @@ def library_bars(show: bool) -> Iterator[None]:
 def _evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from rar_lite import evaluation
+    from rar_lite.evaluation import harness
 
     config = validate_evaluate(args)
     with library_bars(show=not args.no_progress):
-        result = evaluation.evaluate(config, progress=not args.no_progress)
+        result = harness.evaluate(config, progress=not args.no_progress)
     pd.set_option("display.width", 200)
     for dataset in config.datasets:
-        for condition in evaluation.CONDITIONS:
+        for condition in harness.CONDITIONS:
             print(f"\n{dataset}, {condition} pairs")
-            print(evaluation.main_table(
+            print(harness.main_table(
                 result, dataset, condition,
                 references=dataset == "inspired" and condition == "all").to_string())
         if {"rar-sft", "retriever"} <= set(config.systems):
@@ -238,7 +238,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"RAR (SFT) - retriever only, NDCG@10: {test['diff']:+.4f} "
                   f"[{test['low']:+.4f}, {test['high']:+.4f}], p = {test['p']:.4f}")
     print("\ncost (empty LLM cache)\n" + result.cost.round(3).to_string())
-    print(evaluation.overhead(result.cost))
+    print(harness.overhead(result.cost))
     print(f"\nwritten to {result.save(args.out)} ({result.seconds / 60:.1f} min)")
     return 0
 
@@ -248,7 +248,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from rar_lite import demo
+    from rar_lite.book import demo
 
     _check_text([args.text], "the request")
     if not args.text.strip():
@@ -279,7 +279,7 @@ def _recommend(args: argparse.Namespace) -> int:
 def _download(args: argparse.Namespace) -> int:
     import os
 
-    from rar_lite import download
+    from rar_lite.data import download
 
     if args.mirror is not None:
         try:
@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(run=_score_generations)
     ev = commands.add_parser("evaluate", help="RAR against its baselines (chapter 6)", **sub)
     ev.add_argument("--quick", action="store_true",
-                    help="the QUICK profile's sizes (rar_lite.profiles): what CI runs")
+                    help="the QUICK profile's sizes (rar_lite.experiments.profiles): what CI runs")
     ev.add_argument("--systems", nargs="+", help="default: all of popularity retriever dense "
                     "fused llm keyword rar-sft rar-fused rar-loop rar-generate")
     ev.add_argument("--datasets", nargs="+", help="default: simulated inspired (also: redial, "

@@ -22,8 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import (align, cache, llm, llm_local, loop_study, pipeline, rerank, reranker_study,
-                      stats)
+from rar_lite import cache, stats
+from rar_lite.backends import llm, llm_local
+from rar_lite.experiments import loop_study, reranker_study
+from rar_lite.loop import pipeline
+from rar_lite.reranking import align, rerank
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Benchmark of FAISS flat, HNSW and IVF indexes on synthetic paper-scale catalogues (the paper's
 corpus has ~300k movies): build seconds, index bytes, ms per query (single queries and one batch)
-and recall@100 against exact search. Chooses the constants of rar_lite/ann.py. Prints one
+and recall@100 against exact search. Chooses the constants of rar_lite/retrieval/ann.py. Prints one
 table and writes results/bench_ann.json.
 
     .venv/bin/python scripts/bench_ann.py [--sizes 300000 3000000] [--dims 65 384]
@@ -26,7 +26,8 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from rar_lite import ann, cache
+from rar_lite import cache
+from rar_lite.retrieval import ann
 
 K = 100
 TOPICS, SUBCLUSTERS = 64, 32
@@ -85,7 +86,8 @@ def index_bytes(index: object) -> int:
 
 @contextmanager
 def constants(**values: float) -> Iterator[None]:
-    """Temporarily set rar_lite.ann constants (so the package's own code builds each index)."""
+    """Temporarily set rar_lite.retrieval.ann constants (so the package's own code builds each
+    index)."""
     old = {name: getattr(ann, name) for name in values}
     for name, value in values.items():
         setattr(ann, name, value)

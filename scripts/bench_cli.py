@@ -28,8 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from rar_lite import cache, download
-from rar_lite.cikm import cikm23_entity_name, read_entities
+from rar_lite import cache
+from rar_lite.data import download
+from rar_lite.data.cikm import cikm23_entity_name, read_entities
 
 #: The whole-process bar of issue 20 for `score-generations` on INSPIRED, in seconds.
 BAR_S = 3.0

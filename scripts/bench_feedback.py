@@ -1,4 +1,5 @@
-"""The feedback loop on the conversation-aware retriever: arms (a)-(e) of `rar_lite.loop_arms`.
+"""The feedback loop on the conversation-aware retriever: arms (a)-(e) of
+`rar_lite.experiments.loop_arms`.
 
 Per dataset (`simulated`; `inspired` when RAR_LITE_INSPIRED_DIR and RAR_LITE_INSPIRED_DEV_DIR
 point at the data): RAR-SFT, SFT + cross-entropy on the loop conversations, the DPO loop from
@@ -25,7 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import cache, head_loop, llm, loop_arms, profiles
+from rar_lite import cache
+from rar_lite.backends import llm
+from rar_lite.experiments import loop_arms, profiles
+from rar_lite.loop import head_loop
 
 
 def main() -> None:

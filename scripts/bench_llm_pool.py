@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import cache, llm
-from rar_lite.serve import EchoServer
+from rar_lite import cache
+from rar_lite.backends import llm
+from rar_lite.backends.serve import EchoServer
 
 
 def measure(answers: int, delay: float, concurrency: int) -> dict:

@@ -1,4 +1,4 @@
-"""Benchmark of rar_lite.matching: resolve throughput and round-trip accuracy.
+"""Benchmark of rar_lite.data.matching: resolve throughput and round-trip accuracy.
 
 Prints a table and writes results/bench_matching.json. Not a test: timings depend on the machine.
 
@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rar_lite import cache, corpus as rc
-from rar_lite import matching
+from rar_lite import cache
+from rar_lite.data import corpus as rc
+from rar_lite.data import matching
 
 
 def timed(fn, *args):

@@ -1,11 +1,11 @@
 """RAR on real conversations: every retriever and the full pipeline on a CIKM-format test split.
 
-Runs `rar_lite.evaluation.evaluate` on one real dataset (INSPIRED by default) with popularity,
-LRURec (the paper's retriever), the dense and fused retrievers (ours), RAR over LRURec and RAR over
-the fused retriever; every choice (the dense head, the fusion weights, the reranker's weight) is
-made on INSPIRED's dev dialogues, the test split is only scored. Prints He et al.'s table
-(R@1/5/10/20, N@10, all pairs and new items only), the retrieval ablation with reach@20/50/100,
-the paired tests behind the bars, and writes everything to `--out` (JSON).
+Runs `rar_lite.evaluation.harness.evaluate` on one real dataset (INSPIRED by default) with
+popularity, LRURec (the paper's retriever), the dense and fused retrievers (ours), RAR over LRURec
+and RAR over the fused retriever; every choice (the dense head, the fusion weights, the reranker's
+weight) is made on INSPIRED's dev dialogues, the test split is only scored. Prints He et al.'s
+table (R@1/5/10/20, N@10, all pairs and new items only), the retrieval ablation with
+reach@20/50/100, the paired tests behind the bars, and writes everything to `--out` (JSON).
 
     .venv/bin/python scripts/bench_real.py [--dataset inspired] [--seeds 0] [--out FILE]
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import cache, evaluation
+from rar_lite import cache
+from rar_lite.evaluation import harness
 
 SYSTEMS = ("popularity", "retriever", "dense", "fused", "rar-sft", "rar-fused")
 METRICS = ("recall@1", "recall@5", "recall@10", "recall@20", "ndcg@10")
@@ -30,32 +31,32 @@ PAIRS = (("rar-fused", "popularity"), ("rar-fused", "fused"), ("rar-fused", "den
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="inspired", choices=evaluation.DATASETS[1:])
+    parser.add_argument("--dataset", default="inspired", choices=harness.DATASETS[1:])
     parser.add_argument("--data-dir", help="the dataset's directory (default: $RAR_LITE_<NAME>_DIR)")
     parser.add_argument("--dev-dir", help="INSPIRED's dev split (default: "
                         "$RAR_LITE_INSPIRED_DEV_DIR)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS),
-                        choices=list(evaluation.SYSTEMS))
+                        choices=list(harness.SYSTEMS))
     parser.add_argument("--n-real", type=int, default=None, help="test turns (default: all)")
     parser.add_argument("--out", type=Path, default=Path("results/bench_real.json"))
     args = parser.parse_args()
 
-    config = evaluation.EvalConfig(
+    config = harness.EvalConfig(
         systems=tuple(args.systems), datasets=(args.dataset,), seeds=tuple(args.seeds),
         n_real=args.n_real, data_dirs={args.dataset: args.data_dir} if args.data_dir else None,
         dev_dir=args.dev_dir, n_cost=1)
     started = time.perf_counter()
-    result = evaluation.evaluate(config, progress=True)
+    result = harness.evaluate(config, progress=True)
     seconds = time.perf_counter() - started
 
     out: dict = {"dataset": args.dataset, "seeds": args.seeds, "seconds": seconds,
                  "machine": cache.machine(),
                  "fit": result.fits.get(args.dataset, {}), "tables": {}, "paired": {}}
     pd.set_option("display.width", 160)
-    for condition in evaluation.CONDITIONS:
-        table = evaluation.main_table(result, args.dataset, condition, METRICS,
-                                      references=condition == "all")
+    for condition in harness.CONDITIONS:
+        table = harness.main_table(result, args.dataset, condition, METRICS,
+                                   references=condition == "all")
         print(f"\n{args.dataset}, {condition} pairs (He et al.'s protocol)\n{table}")
         summary = result.summary(args.dataset, condition, list(METRICS))
         out["tables"][condition] = {system: {m: float(row[m]) for m in METRICS}
@@ -67,7 +68,7 @@ def main() -> None:
         out["retrieval"] = json.loads(ablation.to_json(orient="index"))
     present = set(result.per_pair["system"])
     for a, b in PAIRS:
-        if {evaluation.SYSTEMS[a], evaluation.SYSTEMS[b]} <= present:
+        if {harness.SYSTEMS[a], harness.SYSTEMS[b]} <= present:
             for metric in ("recall@10", "ndcg@10"):
                 test = result.paired(args.dataset, a, b, metric)
                 out["paired"][f"{a} - {b} ({metric})"] = test

@@ -27,14 +27,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import cache, pipeline, realdata, stats
-from rar_lite.corpus import load_corpus
-from rar_lite.llm import ResponseCache
-from rar_lite.llm_local import TransformersBackend
-from rar_lite.prompts import CONTEXTS
-from rar_lite.real_reranker import DialogueTuning, tune_on_dialogue
-from rar_lite.rerank import InterpolatedReranker, PointwiseReranker, RetrieverOrder
-from rar_lite.tune import TuneConfig
+from rar_lite import cache, stats
+from rar_lite.backends.llm import ResponseCache
+from rar_lite.backends.llm_local import TransformersBackend
+from rar_lite.data.corpus import load_corpus
+from rar_lite.dialogue import realdata
+from rar_lite.dialogue.real_reranker import DialogueTuning, tune_on_dialogue
+from rar_lite.loop import pipeline
+from rar_lite.reranking.prompts import CONTEXTS
+from rar_lite.reranking.rerank import (
+    InterpolatedReranker,
+    PointwiseReranker,
+    RetrieverOrder,
+)
+from rar_lite.reranking.tune import TuneConfig
 
 METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
 
@@ -48,7 +54,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=defaults.tune.lr)
     parser.add_argument("--negatives", type=int, default=defaults.tune.negatives)
     parser.add_argument("--simulated", type=int, default=defaults.n_simulated,
-                        help="simulated requests (rar_lite.seekers) mixed into the training")
+                        help="simulated requests (rar_lite.data.seekers) mixed into the training")
     parser.add_argument("--snapshots", type=int, nargs="*", default=list(defaults.snapshots))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-test", type=int, default=None, help="test turns (default: all)")

@@ -47,7 +47,7 @@ def main() -> None:
     process = [_run(args.profile, REQUEST.format(f"{MOODS[n % len(MOODS)]} ({salt} {n})"))
                for n in range(args.runs)]
 
-    from rar_lite import demo
+    from rar_lite.book import demo
 
     began = time.perf_counter()
     engine = demo.serving_engine(profile=args.profile)

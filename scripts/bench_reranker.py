@@ -22,9 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import cache, llm, llm_local, rerank, reranker_study
-from rar_lite.matching import TitleMatcher
-from rar_lite.tune import TuneConfig
+from rar_lite import cache
+from rar_lite.backends import llm, llm_local
+from rar_lite.data.matching import TitleMatcher
+from rar_lite.experiments import reranker_study
+from rar_lite.reranking import rerank
+from rar_lite.reranking.tune import TuneConfig
 
 
 def main() -> None:

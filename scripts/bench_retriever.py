@@ -4,7 +4,7 @@ the history masked). Prints one table and writes results/bench_retriever.json.
 
     .venv/bin/python scripts/bench_retriever.py [--seeds 0 1 2] [--models lrurec sasrec]
 
-Runs are cached (rar_lite.retriever.fit_retriever), so a rerun only evaluates.
+Runs are cached (rar_lite.retrieval.retriever.fit_retriever), so a rerun only evaluates.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rar_lite import cache, retriever
-from rar_lite.corpus import load_corpus
-from rar_lite.interactions import leave_one_out, load_interactions
+from rar_lite import cache
+from rar_lite.data.corpus import load_corpus
+from rar_lite.data.interactions import leave_one_out, load_interactions
+from rar_lite.retrieval import retriever
 
 KS = (5, 10, 20, 50, 100)
 

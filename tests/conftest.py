@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rar_lite import download
+    from rar_lite.data import download
 
     for variable, found in ((download.dataset_env("inspired"), download.find_dataset("inspired")),
                             (download.DEV_ENV, download.find_dev())):
@@ -48,14 +48,14 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def corpus(session_cache: Path) -> pd.DataFrame:
-    from rar_lite.corpus import load_corpus
+    from rar_lite.data.corpus import load_corpus
 
     return load_corpus()
 
 
 @pytest.fixture(scope="session")
 def matcher(corpus: pd.DataFrame):
-    from rar_lite.matching import TitleMatcher
+    from rar_lite.data.matching import TitleMatcher
 
     return TitleMatcher(corpus)
 
@@ -65,7 +65,7 @@ def local_llm(session_cache: Path):
     """A real OpenAI-compatible server (`transformers serve`, someone else's code) with the
     packaged SmolLM2 on 127.0.0.1, started once per test process and stopped at its end (one
     torch thread: it shares two cores with the test workers)."""
-    from rar_lite import serve
+    from rar_lite.backends import serve
 
     with serve.local_server(threads=1) as server:
         yield server

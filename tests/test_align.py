@@ -13,10 +13,12 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import ROOT
-from rar_lite import align, llm_local, quiet_dependency_deprecations, rerank, tune
-from rar_lite.conversations import Conversation, Turn
+
+from rar_lite import quiet_dependency_deprecations
+from rar_lite.backends import llm_local
+from rar_lite.data.conversations import Conversation, Turn
+from rar_lite.reranking import align, rerank, tune
 
 CHAPTER = ROOT / "notebooks" / "07_align_llm_with_trl.ipynb"
 

@@ -1,5 +1,5 @@
-"""The index chooser (rar_lite.ann) and its use by the retrievers, on small seeded catalogues;
-speed is measured by scripts/bench_ann.py, never here."""
+"""The index chooser (rar_lite.retrieval.ann) and its use by the retrievers, on small seeded
+catalogues; speed is measured by scripts/bench_ann.py, never here."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rar_lite import ann, dense, retriever, seqrec
+from rar_lite.retrieval import ann, dense, retriever, seqrec
 
 
 def clustered(n: int, dim: int, seed: int, unit: bool = True) -> np.ndarray:

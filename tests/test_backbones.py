@@ -11,9 +11,12 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from rar_lite import backbones, baselines, cli, evaluation, llm, llm_api, llm_local, rerank
-from rar_lite.conversations import Conversation, Turn
-from rar_lite.serve import EchoServer
+from rar_lite import cli
+from rar_lite.backends import backbones, llm, llm_api, llm_local
+from rar_lite.backends.serve import EchoServer
+from rar_lite.data.conversations import Conversation, Turn
+from rar_lite.evaluation import baselines, harness
+from rar_lite.reranking import rerank
 
 
 @pytest.mark.parametrize(("text", "kind", "name", "shown"), [
@@ -131,12 +134,12 @@ def test_llm_baseline_and_generation_mode_send_every_prompt_together(corpus, mat
 
 def test_eval_config_and_cli_check_the_llm_before_any_work(monkeypatch, tmp_path, capsys
                                                            ) -> None:
-    assert evaluation.EvalConfig(llm=" SmolLM2").llm == "smollm2"
+    assert harness.EvalConfig(llm=" SmolLM2").llm == "smollm2"
     with pytest.raises(ValueError, match="LLM spec 'gpt'"):
-        evaluation.EvalConfig(llm="gpt")
+        harness.EvalConfig(llm="gpt")
     with pytest.raises(ValueError, match="llm_concurrency"):
-        evaluation.EvalConfig(llm_concurrency=0)
-    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("work started"))
+        harness.EvalConfig(llm_concurrency=0)
+    monkeypatch.setattr(harness, "evaluate", lambda *a, **k: pytest.fail("work started"))
     monkeypatch.delenv(llm_api.ENV_KEY, raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     base = ["evaluate", "--quick", "--datasets", "simulated", "--out", str(tmp_path)]
@@ -150,7 +153,7 @@ def test_eval_config_and_cli_check_the_llm_before_any_work(monkeypatch, tmp_path
 
 
 def test_chapter_4_sets_leave_out_the_logit_modes_for_an_api_model(corpus, matcher) -> None:
-    from rar_lite import reranker_study
+    from rar_lite.experiments import reranker_study
 
     api = llm_api.OpenAIChatBackend(model="m", base_url="http://127.0.0.1:9/v1", api_key="k")
     assert list(reranker_study.zero_shot_rerankers(api, corpus)) == [

@@ -1,7 +1,7 @@
 """The book: table of contents in step with the files, notebooks in the committed form, every
 notebook executed in QUICK mode, and the Jupyter Book build passing with -W and loading nothing
 from the network. The QUICK book is built in _build/quick, where `make test` then opens every
-page in headless Chromium (`make check-book`, rar_lite.book_check). The notebooks build on each
+page in headless Chromium (`make check-book`, rar_lite.book.book_check). The notebooks build on each
 other (one session cache), so this file runs whole, in order, on one xdist worker (`make test`
 uses `--dist loadfile`)."""
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import ROOT
-from rar_lite import book_check, build_book
+
+from rar_lite.book import book_check, build_book
 
 NOTEBOOKS = build_book.toc_notebooks(ROOT)
 
@@ -39,8 +39,10 @@ def test_timing_table_in_minutes_with_total() -> None:
 
 def test_api_reference_lists_every_module() -> None:
     page = (ROOT / "book" / "api.md").read_text()
-    modules = sorted(p.stem for p in (ROOT / "rar_lite").glob("*.py") if p.stem != "__init__")
-    missing = [m for m in modules if f".. automodule:: rar_lite.{m}\n" not in page]
+    package = ROOT / "rar_lite"
+    modules = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts)
+                     for p in package.rglob("*.py") if p.stem != "__init__")
+    missing = [m for m in modules if f".. automodule:: {m}\n" not in page]
     assert not missing, f"add to book/api.md: {missing}"
 
 
@@ -91,7 +93,7 @@ def test_notebook_form(notebook: Path) -> None:
     assert len(params) == 1 and params[0] is code[0], "first code cell is the parameters cell"
     for name in ("SEED", "PROFILE"):
         assert f"{name} =" in params[0].source
-    assert "QUICK" not in "".join(c.source for c in code), "sizes come from rar_lite.profiles"
+    assert "QUICK" not in "".join(c.source for c in code), "sizes come from the profiles"
     assert nb.cells[0].cell_type == "markdown" and "You will learn" in nb.cells[0].source
 
 
@@ -136,7 +138,8 @@ def test_chapter_6_runs_without_real_data(staged_book: Path, monkeypatch) -> Non
     """A fresh clone has no INSPIRED beside it: chapter 6 says where to get it, skips it and
     still runs every simulated part (`make test` in CI has the data, so this is the one run
     that takes the other branch)."""
-    from rar_lite import download, profiles
+    from rar_lite.data import download
+    from rar_lite.experiments import profiles
 
     for variable in (download.dataset_env("inspired"), download.DEV_ENV, download.DATA_ENV):
         monkeypatch.delenv(variable, raising=False)

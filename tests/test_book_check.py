@@ -1,4 +1,4 @@
-"""The offline browser check of the built book (rar_lite.book_check) on tiny hand-made sites: a
+"""The offline browser check of the built book (rar_lite.book.book_check) on tiny hand-made sites: a
 page with a remote script and raw math fails and says why, a self-contained page with the
 book's own MathJax passes. The browser tests skip where Chromium is not installed."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rar_lite import book_check
+from rar_lite.book import book_check
 
 CHROMIUM = book_check.find_chromium()
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason=book_check.INSTALL_HINT)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rar_lite import cikm
-from rar_lite.conversations import ConversationFormatError
+from rar_lite.data import cikm
+from rar_lite.data.conversations import ConversationFormatError
 
 DBPEDIA = "<http://dbpedia.org/resource/{}>"
 
@@ -147,7 +147,7 @@ def test_cold_start_turn_is_kept_and_counted(tmp_path: Path, corpus: pd.DataFram
     assert first.turns and second.turns == () and third.turns == ()
     assert second.targets == (data.entity_to_item[0],) and second.history == ()
     assert second.meta["line"] == 2
-    from rar_lite import prompts
+    from rar_lite.reranking import prompts
 
     assert prompts.conversation_text(second) == "" and prompts.request_text(second) == ""
     assert "Candidate movies:" in prompts.listwise_prompt(second, ["Heat (1995)"])

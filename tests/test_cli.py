@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rar_lite import cli
-from rar_lite.conversations import ConversationFormatError
+from rar_lite.data.conversations import ConversationFormatError
 
 
 def test_resolve_command(capsys: pytest.CaptureFixture[str], corpus) -> None:
@@ -34,12 +34,13 @@ def test_unknown_command_exits_with_usage() -> None:
 @pytest.fixture()
 def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any real work (corpus, models, the evaluation itself) fails the test."""
-    from rar_lite import corpus, evaluation
+    from rar_lite.data import corpus
+    from rar_lite.evaluation import harness
 
     def forbidden(*args, **kwargs):
         raise AssertionError("work started before the arguments were checked")
 
-    monkeypatch.setattr(evaluation, "evaluate", forbidden)
+    monkeypatch.setattr(harness, "evaluate", forbidden)
     monkeypatch.setattr(corpus, "load_corpus", forbidden)
 
 
@@ -143,7 +144,7 @@ def test_resolve_refuses_an_argument_that_is_not_utf8(no_work,
 
 def test_interrupt_is_one_line(monkeypatch: pytest.MonkeyPatch,
                                capsys: pytest.CaptureFixture[str]) -> None:
-    from rar_lite import corpus
+    from rar_lite.data import corpus
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -2,8 +2,13 @@ from pathlib import Path
 
 import pytest
 
-from rar_lite.conversations import (Conversation, ConversationFormatError, Turn, read_jsonl,
-                                    write_jsonl)
+from rar_lite.data.conversations import (
+    Conversation,
+    ConversationFormatError,
+    Turn,
+    read_jsonl,
+    write_jsonl,
+)
 
 
 def _conversation(k: int = 0) -> Conversation:

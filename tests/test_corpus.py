@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rar_lite import corpus as rc
-from rar_lite import sources
+from rar_lite.data import corpus as rc
+from rar_lite.data import sources
 
 
 def test_schema_and_ids(corpus: pd.DataFrame) -> None:
@@ -24,7 +24,7 @@ def test_schema_and_ids(corpus: pd.DataFrame) -> None:
                                       "movielens+imdb+wikidata"}
     # every Wikidata film lands on exactly one row (the table names two films twice: a cut
     # and its re-release, e.g. Apocalypse Now and its Redux)
-    from rar_lite import wikidata
+    from rar_lite.data import wikidata
 
     assert corpus["imdb_id"].notna().sum() == len(wikidata.load_films())
     assert all(isinstance(v, list) for f in ("director", "writer", "cast") for v in corpus[f])
@@ -85,7 +85,7 @@ def test_render_item_leaves_unknown_fields_out() -> None:
 
 
 def test_order_cast_by_prominence() -> None:
-    from rar_lite import wikidata
+    from rar_lite.data import wikidata
 
     casts = [["Ann", "Bob", "Cid"], ["Bob", "Dee"], ["Bob", "Cid"]]
     assert wikidata.order_cast(casts) == [["Bob", "Cid", "Ann"], ["Bob", "Dee"], ["Bob", "Cid"]]

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rar_lite import demo, rerank
+from rar_lite.book import demo
+from rar_lite.reranking import rerank
 
 
 class _FixedRetriever:
@@ -71,7 +72,7 @@ def test_widget_runs_headless(engine: demo.DemoEngine) -> None:
 
 
 def test_titles_in_free_text_are_found_and_unknown_ones_reported(matcher) -> None:
-    from rar_lite.matching import find_titles
+    from rar_lite.data.matching import find_titles
 
     heat, suspects = (matcher.resolve(t).item_id for t in ("Heat (1995)", "The Usual Suspects"))
     toy, matrix = (matcher.resolve(t).item_id for t in ("Toy Story", "The Matrix"))
@@ -152,7 +153,8 @@ def test_serving_engine_writes_a_record_then_loads_from_it(corpus, monkeypatch) 
     import json
     from types import SimpleNamespace
 
-    from rar_lite import llm_local, loop_study, profiles, reranker_study
+    from rar_lite.backends import llm_local
+    from rar_lite.experiments import loop_study, profiles, reranker_study
 
     built, loaded, assembled = [], [], []
     vocab = SimpleNamespace(item_ids=np.array([3, 5, 8]))

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from test_demo import engine  # noqa: F401  (the fixture: chapter 8's engine on fixed candidates)
 
-from rar_lite import demo
+from rar_lite.book import demo
 
 
 @pytest.fixture(scope="module")

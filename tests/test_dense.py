@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rar_lite import dense, fusion
-from rar_lite.conversations import Conversation, Turn
-from rar_lite.corpus import render_item
+from rar_lite.data.conversations import Conversation, Turn
+from rar_lite.data.corpus import render_item
+from rar_lite.retrieval import dense, fusion
 
 
 def _card(item_id: int, title: str, year: int, genres: list[str], director: str,
@@ -157,7 +157,7 @@ def test_reach_counts_targets_in_the_top_k() -> None:
 
 
 def test_dialogue_prior_counts_dialogues_once() -> None:
-    from rar_lite import realdata
+    from rar_lite.dialogue import realdata
 
     turns = [Conversation("a1", (), (7,), (8,), "t", meta={"dialog_id": "a"}),
              Conversation("a2", (), (7, 8), (9,), "t", meta={"dialog_id": "a"}),

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from rar_lite import cli, download, evaluation, realdata
+from rar_lite import cli
+from rar_lite.data import download
+from rar_lite.dialogue import realdata
+from rar_lite.evaluation import harness
 
 ENV_VARS = ("RAR_LITE_INSPIRED_DIR", "RAR_LITE_INSPIRED_DEV_DIR", "RAR_LITE_REDIAL_DIR",
             "RAR_LITE_REDDIT_MOVIE_DIR")
@@ -136,12 +139,12 @@ def test_downloaded_data_is_found_by_the_readers(mirror, root: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     assert download.find_dataset("inspired") is None and download.find_dev() is None
     with pytest.raises(FileNotFoundError, match="run `rar-lite download inspired`"):
-        evaluation.data_dir(evaluation.EvalConfig(), "inspired")
+        harness.data_dir(harness.EvalConfig(), "inspired")
     download.download("inspired", mirror=mirror[0], progress=False)
     assert download.find_dataset("inspired") == root / "inspired"
     assert download.find_dev() == root / "inspired_dev"
     assert download.find_dataset("redial") is None
-    assert evaluation.data_dir(evaluation.EvalConfig(), "inspired") == str(root / "inspired")
+    assert harness.data_dir(harness.EvalConfig(), "inspired") == str(root / "inspired")
     assert realdata.dev_file() == root / "inspired_dev" / "dev.jsonl"
     # the environment variable wins over the download
     monkeypatch.setenv("RAR_LITE_INSPIRED_DIR", "/elsewhere/inspired")

@@ -13,10 +13,18 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from rar_lite import baselines, cli, evaluation, metrics, popularity, profiles, rerank, stats
-from rar_lite.baselines import OpenRecommender, PopularityRecommender, ranking_from_open_answer
-from rar_lite.conversations import Conversation, Turn
-from rar_lite.llm import ResponseCache
+from rar_lite import cli, metrics, stats
+from rar_lite.backends.llm import ResponseCache
+from rar_lite.data import popularity
+from rar_lite.data.conversations import Conversation, Turn
+from rar_lite.evaluation import baselines, harness
+from rar_lite.evaluation.baselines import (
+    OpenRecommender,
+    PopularityRecommender,
+    ranking_from_open_answer,
+)
+from rar_lite.experiments import profiles
+from rar_lite.reranking import rerank
 
 # --- statistics ------------------------------------------------------------------------------
 
@@ -169,37 +177,37 @@ def _per_pair() -> pd.DataFrame:
 
 
 def test_summary_averages_seeds_per_pair_then_pairs() -> None:
-    table = evaluation.summary(_per_pair(), "d", "all", ["ndcg@10"])
+    table = harness.summary(_per_pair(), "d", "all", ["ndcg@10"])
     retriever = table.loc["Retriever only (SFT)"]
     assert retriever["ndcg@10"] == pytest.approx((0.5 + 0.0 + 0.5) / 3)
     assert retriever["seeds"] == 2 and retriever["pairs"] == 3
     assert retriever["ndcg@10 seed std"] == pytest.approx(np.std([0.5, 1 / 6], ddof=1))
     assert retriever["ndcg@10 se"] == pytest.approx(np.std([0.5, 0, 0.5], ddof=1) / np.sqrt(3))
     assert list(table.index) == ["Retriever only (SFT)", "RAR, SFT retriever"]  # SYSTEMS order
-    new_only = evaluation.summary(_per_pair(), "d", "recommendation", ["ndcg@10"])
+    new_only = harness.summary(_per_pair(), "d", "recommendation", ["ndcg@10"])
     assert new_only.loc["RAR, SFT retriever", "ndcg@10"] == 1.0
     assert new_only.loc["RAR, SFT retriever", "pairs"] == 2
     with pytest.raises(ValueError, match="condition"):
-        evaluation.summary(_per_pair(), "d", "some", ["ndcg@10"])
+        harness.summary(_per_pair(), "d", "some", ["ndcg@10"])
     with pytest.raises(ValueError, match="no results"):
-        evaluation.summary(_per_pair(), "elsewhere", "all", ["ndcg@10"])
+        harness.summary(_per_pair(), "elsewhere", "all", ["ndcg@10"])
 
 
 def test_paired_comparison_uses_seed_averaged_pairs() -> None:
-    out = evaluation.paired(_per_pair(), "d", "rar-sft", "retriever")
+    out = harness.paired(_per_pair(), "d", "rar-sft", "retriever")
     assert out["diff"] == pytest.approx(np.mean([1 - 0.5, 1 - 0.0, 0 - 0.5]))
     assert out["n"] == 3
 
 
 def test_bucket_table_means_and_sizes() -> None:
-    table = evaluation.bucket_table(_per_pair(), "d")
+    table = harness.bucket_table(_per_pair(), "d")
     assert table.loc["RAR, SFT retriever", "head"] == 1.0
     assert table.loc["RAR, SFT retriever", "tail"] == 0.5
     assert table.loc["Retriever only (SFT)", "tail"] == pytest.approx(0.25)
     assert table.loc["pairs (targets)"].tolist() == [1, 2]
 
 
-def _evaluation() -> evaluation.Evaluation:
+def _evaluation() -> harness.Evaluation:
     per_pair = _per_pair().assign(**{"candidate recall@20": 1.0})
     records = [
         {"dataset": "d", "system": "RAR, SFT retriever", "seed": 0, "conversation_id": "a",
@@ -212,33 +220,33 @@ def _evaluation() -> evaluation.Evaluation:
          "items": [1, 9], "candidates": [1, 3], "named": None, "hallucinated": [],
          "outside": 0, "failure": None},
     ]
-    return evaluation.Evaluation(evaluation.EvalConfig(), per_pair, records, pd.DataFrame(),
-                                 pd.DataFrame(), pd.Series({1: 10.0, 2: 1.0}))
+    return harness.Evaluation(harness.EvalConfig(), per_pair, records, pd.DataFrame(),
+                              pd.DataFrame(), pd.Series({1: 10.0, 2: 1.0}))
 
 
 def test_grounding_reach_and_findings_from_measured_tables() -> None:
     result = _evaluation()
-    grounding = evaluation.grounding_table(result)
+    grounding = harness.grounding_table(result)
     assert grounding.loc[("d", "LLM without retrieval"), "hallucination rate"] == 0.75
     assert math.isnan(grounding.loc[("d", "LLM without retrieval"), "outside-candidates rate"])
     assert grounding.loc[("d", "RAR, SFT retriever"), "outside-candidates rate"] == 0.0
     assert grounding.loc[("d", "Retriever only (SFT)"), "outside-candidates rate"] == 0.5
-    reach = evaluation.reach_table(result)
+    reach = harness.reach_table(result)
     assert reach.loc["d", "pairs"] == 3
     assert reach.loc["d", "targets in the retriever's vocabulary"] == pytest.approx(2 / 3)
     assert reach.loc["d", "targets mentioned before"] == pytest.approx(1 / 3)
-    text = evaluation.findings(result)
+    text = harness.findings(result)
     assert "RAR, SFT retriever − retriever only, ndcg@10 +0.3333" in text
     assert "not distinguishable" in text  # three pairs cannot show a real gain
     assert "75.0% of 4 named titles" in text
-    popularity_of = evaluation.recommended_popularity(result, "d", top=1)
+    popularity_of = harness.recommended_popularity(result, "d", top=1)
     assert popularity_of.groupby("system")["interactions"].sum().to_dict() == {
         "LLM without retrieval": 0.0, "RAR, SFT retriever": 10.0, "Retriever only (SFT)": 10.0,
         "targets (ground truth)": 11.0}
 
 
 def test_main_table_formats_means_with_interval_and_references() -> None:
-    table = evaluation.main_table(_evaluation(), "d", metrics=("ndcg@10",), references=True)
+    table = harness.main_table(_evaluation(), "d", metrics=("ndcg@10",), references=True)
     ci = stats.mean_ci([1.0, 1.0, 0.0])
     half = (ci["high"] - ci["low"]) / 2
     assert table.loc["RAR, SFT retriever", "ndcg@10"] == f"{ci['mean']:.4f} ± {half:.4f}"
@@ -249,50 +257,50 @@ def test_main_table_formats_means_with_interval_and_references() -> None:
 
 def test_config_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="unknown system 'gpt'"):
-        evaluation.EvalConfig(systems=("gpt",))
+        harness.EvalConfig(systems=("gpt",))
     with pytest.raises(ValueError, match="unknown dataset"):
-        evaluation.EvalConfig(datasets=("movielens-chat",))
+        harness.EvalConfig(datasets=("movielens-chat",))
     with pytest.raises(ValueError, match="k >= 20"):
-        evaluation.EvalConfig(k=10)
+        harness.EvalConfig(k=10)
 
 
 def test_further_backbones_are_specs_named_once_with_rows_of_their_own() -> None:
-    config = evaluation.EvalConfig(llm="openai:gpt-5-mini", more_llms=["smollm2", "hf:org/m"])
+    config = harness.EvalConfig(llm="openai:gpt-5-mini", more_llms=["smollm2", "hf:org/m"])
     assert config.more_llms == ("smollm2", "hf:org/m")
     with pytest.raises(ValueError, match="named twice"):
-        evaluation.EvalConfig(more_llms=("smollm2",))  # the default backbone again
+        harness.EvalConfig(more_llms=("smollm2",))  # the default backbone again
     with pytest.raises(ValueError, match="sequence of specs"):
-        evaluation.EvalConfig(more_llms="hf:org/m")
+        harness.EvalConfig(more_llms="hf:org/m")
     with pytest.raises(ValueError, match="openai:<model>"):
-        evaluation.EvalConfig(more_llms=("gpt-5",))  # not a spec
+        harness.EvalConfig(more_llms=("gpt-5",))  # not a spec
     api, local, tuned = (SimpleNamespace(model=m) for m in ("org/api", "org/m", "org/t+a"))
-    rows = evaluation.system_backbones(("popularity", "llm", "rar-sft"), tuned, api,
-                                       {"hf:org/m": local})
+    rows = harness.system_backbones(("popularity", "llm", "rar-sft"), tuned, api,
+                                    {"hf:org/m": local})
     assert rows == {"Popularity": "—", "LLM without retrieval": "hf:org/api",
                     "LLM without retrieval (hf:org/m)": "hf:org/m",
                     "RAR, SFT retriever": "hf:org/t+a"}  # a tuned row is not repeated
     shuffled = ["Keyword reranker", "LLM without retrieval (z)", "Popularity", "mine",
                 "LLM without retrieval (a)", "LLM without retrieval"]
-    assert evaluation.row_order(shuffled) == [
+    assert harness.row_order(shuffled) == [
         "Popularity", "LLM without retrieval", "LLM without retrieval (a)",
         "LLM without retrieval (z)", "Keyword reranker", "mine"]
 
 
 def test_real_dataset_directories_come_from_config_or_environment(monkeypatch) -> None:
-    config = evaluation.EvalConfig(datasets=("redial",), data_dirs={"redial": "/data/redial"})
-    assert evaluation.data_dir(config, "redial") == "/data/redial"
+    config = harness.EvalConfig(datasets=("redial",), data_dirs={"redial": "/data/redial"})
+    assert harness.data_dir(config, "redial") == "/data/redial"
     monkeypatch.setenv("RAR_LITE_REDDIT_MOVIE_DIR", "/data/reddit")
-    assert evaluation.data_dir(evaluation.EvalConfig(), "reddit-movie") == "/data/reddit"
+    assert harness.data_dir(harness.EvalConfig(), "reddit-movie") == "/data/reddit"
     monkeypatch.delenv("RAR_LITE_INSPIRED_DIR", raising=False)
     with pytest.raises(FileNotFoundError, match="set RAR_LITE_INSPIRED_DIR"):
-        evaluation.data_dir(evaluation.EvalConfig(), "inspired")
+        harness.data_dir(harness.EvalConfig(), "inspired")
     assert cli.main(["evaluate", "--data-dir", "inspired"]) == 2  # NAME=DIR expected
 
 
 def test_cli_help_names_every_system() -> None:
     command = cli.build_parser()._subparsers._group_actions[0].choices["evaluate"]
     help_text = next(a.help for a in command._actions if a.dest == "systems")
-    for key in evaluation.SYSTEMS:
+    for key in harness.SYSTEMS:
         assert key in help_text
 
 
@@ -434,10 +442,10 @@ def test_overhead_states_the_llm_cost_against_the_retriever() -> None:
                          "completion tokens / conversation": [0.0, 0.0, 0.0]},
                         index=pd.Index(["Retriever only (SFT)", "RAR, SFT retriever",
                                         "Popularity"], name="system"))
-    text = evaluation.overhead(cost)
+    text = harness.overhead(cost)
     assert "incurs significant overhead" in text
     assert "- RAR, SFT retriever: 0.50 s, 20 prompts, 1200 prompt and 0 completion tokens, 50x " \
            "the retriever alone (0.010 s)." in text
     assert "Popularity" not in text and "Retriever only (SFT):" not in text
-    assert evaluation.overhead(cost.drop(index="RAR, SFT retriever")) == (
+    assert harness.overhead(cost.drop(index="RAR, SFT retriever")) == (
         "No system in this run used an LLM.")

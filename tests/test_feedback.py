@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rar_lite import feedback, rerank
-from rar_lite.conversations import Conversation, Turn
-from rar_lite.seqrec import ItemVocab, LRURec, ModelConfig
+from rar_lite.data.conversations import Conversation, Turn
+from rar_lite.loop import feedback
+from rar_lite.reranking import rerank
+from rar_lite.retrieval.seqrec import ItemVocab, LRURec, ModelConfig
 
 ITEMS = list(range(100, 140))  # corpus ids of a 40-item vocabulary
 
@@ -146,7 +147,7 @@ def test_interrupted_loop_resumes_with_identical_results(tmp_path: Path, monkeyp
 def test_loop_histories_puts_readers_side_by_side() -> None:
     import pandas as pd
 
-    from rar_lite import loop_study
+    from rar_lite.experiments import loop_study
 
     def result(rewards: list[float], ndcg: list[float]) -> feedback.LoopResult:
         history = pd.DataFrame({"round": [1, 2], "reward": rewards, "valid ndcg@10": ndcg,

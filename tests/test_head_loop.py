@@ -1,4 +1,5 @@
-"""The feedback loop on the conversation-aware retriever's query head (`rar_lite.head_loop`)."""
+"""The feedback loop on the conversation-aware retriever's query head
+(`rar_lite.loop.head_loop`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from rar_lite import dense, fusion, head_loop
-from rar_lite.conversations import Conversation, Turn
+from rar_lite.data.conversations import Conversation, Turn
+from rar_lite.loop import head_loop
+from rar_lite.retrieval import dense, fusion
 
 N_ITEMS, DIM = 80, 16
 
@@ -238,7 +240,7 @@ def test_cross_entropy_arm_starts_from_the_given_head(world: dict) -> None:
 
 
 def test_simulated_loop_selection_and_test_are_disjoint() -> None:
-    from rar_lite import loop_arms
+    from rar_lite.experiments import loop_arms
 
     def conv(split: str, user: int, target: int) -> Conversation:
         return Conversation(f"{split}-{user}", (Turn("seeker", "x"),), (), (target,), split,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rar_lite import llm, llm_api
+from rar_lite.backends import llm, llm_api
 
 KEY = "sk-test-secret-123"
 

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from rar_lite import llm, llm_local, prompts, rerank, tune
-from rar_lite.conversations import Conversation, Turn
+from rar_lite.backends import llm, llm_local
+from rar_lite.data.conversations import Conversation, Turn
+from rar_lite.reranking import prompts, rerank, tune
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_generation_records_hallucinations(backend, corpus, items, matcher) -> N
 
 
 def test_answer_prefix_starts_the_answer(backend, matcher, tmp_path: Path) -> None:
-    from rar_lite.baselines import OpenRecommender
+    from rar_lite.evaluation.baselines import OpenRecommender
 
     prompt = prompts.open_prompt(conversation("A heist movie like Heat, please."), n=3)
     answer = backend.generate([prompt], max_new_tokens=12, prefix="1.")[0]

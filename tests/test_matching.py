@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rar_lite import matching
+from rar_lite.data import matching
 
 
 @pytest.mark.parametrize(("text", "first"), [

@@ -1,6 +1,6 @@
 import pytest
 
-from rar_lite import normalize
+from rar_lite.data import normalize
 
 
 @pytest.mark.parametrize(("catalogue", "display"), [

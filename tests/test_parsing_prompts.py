@@ -1,7 +1,8 @@
 import pytest
 
-from rar_lite import parsing, prompts
-from rar_lite.conversations import Conversation, Turn
+from rar_lite.data import parsing
+from rar_lite.data.conversations import Conversation, Turn
+from rar_lite.reranking import prompts
 
 
 @pytest.mark.parametrize(("answer", "names"), [

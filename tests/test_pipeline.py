@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from rar_lite import pipeline, rerank
-from rar_lite.conversations import Conversation, Turn
+from rar_lite.data.conversations import Conversation, Turn
+from rar_lite.loop import pipeline
+from rar_lite.reranking import rerank
 
 
 class FixedRetriever:
@@ -56,7 +57,7 @@ def test_mean_std_over_seeds() -> None:
 def test_loop_verdict_is_written_from_the_table() -> None:
     import pandas as pd
 
-    from rar_lite import loop_study
+    from rar_lite.experiments import loop_study
 
     table = pd.DataFrame({"ndcg@10": [0.07, 0.20, 0.22], "candidate recall@20": [0.12, 0.12, 0.15]},
                          index=["retriever only (SFT)", "RAR, SFT retriever",
@@ -68,7 +69,8 @@ def test_loop_verdict_is_written_from_the_table() -> None:
 
 
 def test_pair_sources_split_by_the_rejected_set() -> None:
-    from rar_lite import feedback, loop_study
+    from rar_lite.experiments import loop_study
+    from rar_lite.loop import feedback
 
     conversation = case(0, 7)
     records = [feedback.Feedback(conversation, [1], [[7, 8], [9, 10]], [[7, 8], [9, 10]],

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from rar_lite import dpo, plackett_luce
+from rar_lite.loop import dpo, plackett_luce
 
 SCORES = torch.tensor([[1.0, 0.2, -0.5, 2.0]])
 

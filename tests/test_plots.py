@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from rar_lite import plots  # noqa: E402
+from rar_lite.book import plots
 
 
 def _labelled(ax) -> bool:

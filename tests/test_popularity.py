@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rar_lite import popularity
+from rar_lite.data import popularity
 
 
 def test_head_share_hand_computed() -> None:

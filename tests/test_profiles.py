@@ -5,10 +5,14 @@ from dataclasses import FrozenInstanceError, fields
 
 import nbformat
 import pytest
-
 from conftest import ROOT
-from rar_lite import build_book, evaluation, feedback, loop_arms, profiles, real_reranker
-from rar_lite.tune import TuneConfig
+
+from rar_lite.book import build_book
+from rar_lite.dialogue import real_reranker
+from rar_lite.evaluation import harness
+from rar_lite.experiments import loop_arms, profiles
+from rar_lite.loop import feedback
+from rar_lite.reranking.tune import TuneConfig
 
 
 def _parameters(notebook: str) -> set[str]:
@@ -25,7 +29,7 @@ def test_full_is_the_chapters_defaults() -> None:
     assert full.tune == TuneConfig(seed=0) and full.tune_conversations == 1000
     assert full.dialogue == real_reranker.DialogueTuning() and full.dev_turns is None
     assert full.arms == loop_arms.Sizes()
-    assert evaluation.EvalConfig.from_profile("full") == evaluation.EvalConfig()
+    assert harness.EvalConfig.from_profile("full") == harness.EvalConfig()
     assert full.loop_config(3) == feedback.LoopConfig(seed=3)  # chapter 5's loop, as cached
     assert all(p == {"PROFILE": "full"} for p in map(full.parameters, _chapters()))
 
@@ -51,7 +55,7 @@ def test_quick_is_smaller_than_full() -> None:
     for size in fields(loop_arms.Sizes):
         small, big = getattr(quick.arms, size.name), getattr(full.arms, size.name)
         assert big is None or small <= big, size.name
-    config, default = evaluation.EvalConfig.from_profile("quick"), evaluation.EvalConfig()
+    config, default = harness.EvalConfig.from_profile("quick"), harness.EvalConfig()
     assert config.profile == "quick" and config.sizes() is quick
     assert config.n_simulated < default.n_simulated and len(config.seeds) <= len(default.seeds)
     # fewer candidates everywhere: the reranker's K, the loop's sets, the judge's pools
@@ -61,13 +65,13 @@ def test_quick_is_smaller_than_full() -> None:
 
 
 def test_overrides_win_and_names_are_checked() -> None:
-    config = evaluation.EvalConfig.from_profile(profiles.QUICK, seeds=(3, 1), n_simulated=2)
+    config = harness.EvalConfig.from_profile(profiles.QUICK, seeds=(3, 1), n_simulated=2)
     assert (config.seeds, config.n_simulated, config.n_real) == ((3, 1), 2, 4)
     assert profiles.get(profiles.QUICK) is profiles.QUICK
     with pytest.raises(ValueError, match="unknown profile 'fast'; choose from full, quick"):
         profiles.get("fast")
     with pytest.raises(ValueError, match="unknown profile"):
-        evaluation.EvalConfig(profile="fast")
+        harness.EvalConfig(profile="fast")
 
 
 def test_parameters_are_json_and_the_profile_is_frozen() -> None:

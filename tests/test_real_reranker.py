@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from rar_lite import prompts, real_reranker, rerank, tune
-from rar_lite.conversations import Conversation, Turn
-from rar_lite.llm import ResponseCache
-from rar_lite.llm_local import TransformersBackend
+from rar_lite.backends.llm import ResponseCache
+from rar_lite.backends.llm_local import TransformersBackend
+from rar_lite.data.conversations import Conversation, Turn
+from rar_lite.dialogue import real_reranker
+from rar_lite.experiments import reranker_study
+from rar_lite.reranking import prompts, rerank, tune
 
 
 class _Listed:
@@ -157,16 +159,16 @@ def test_simulated_examples_target_the_catalogue(corpus, items) -> None:
 
 def test_chapter_judge_without_real_data_says_where_to_get_it(corpus, monkeypatch,
                                                               capsys) -> None:
-    from rar_lite import realdata
+    from rar_lite.dialogue import realdata
 
     monkeypatch.delenv("RAR_LITE_INSPIRED_DIR", raising=False)
     monkeypatch.delenv(realdata.DEV_ENV, raising=False)
-    assert real_reranker.chapter_judge(None, "quick") is None
+    assert reranker_study.chapter_judge(None, "quick") is None
     assert capsys.readouterr().out.strip() == realdata.MISSING_DATA
 
 
 def test_chapter_inspired_follows_the_datasets_parameter(corpus, monkeypatch, capsys) -> None:
-    from rar_lite import realdata
+    from rar_lite.dialogue import realdata
 
     assert realdata.chapter_inspired(corpus, ["simulated"]) == (None, None)
     assert capsys.readouterr().out.strip() == realdata.NOT_ASKED
@@ -176,7 +178,7 @@ def test_chapter_inspired_follows_the_datasets_parameter(corpus, monkeypatch, ca
     data = realdata.chapter_inspired(corpus, ("simulated", "inspired"))
     assert data == (None, None)
     assert capsys.readouterr().out.strip() == realdata.MISSING_DATA
-    assert real_reranker.chapter_judge(None, "quick", data=data) is None
+    assert reranker_study.chapter_judge(None, "quick", data=data) is None
     assert capsys.readouterr().out == ""
     with pytest.raises(ValueError, match="DATASETS: unknown dataset 'inspird'"):
         realdata.chapter_inspired(corpus, ["inspird"])

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rar_lite import feedback, retriever, seqrec
+from rar_lite.loop import feedback
+from rar_lite.retrieval import retriever, seqrec
 
 
 def _truncate(directory: Path) -> None:
@@ -68,7 +69,7 @@ GOOD = {"conversation_id": "a", "turns": [{"speaker": "seeker", "text": "hi"}], 
     ('{"conversation_id": "a", "conversation_id": "b"}', r"key 'conversation_id' appears twice"),
 ])
 def test_read_jsonl_refuses_bad_records(tmp_path: Path, line: object, message: str) -> None:
-    from rar_lite.conversations import ConversationFormatError, read_jsonl
+    from rar_lite.data.conversations import ConversationFormatError, read_jsonl
 
     path = tmp_path / "c.jsonl"
     path.write_text(json.dumps(GOOD) + "\n" + (line if isinstance(line, str) else json.dumps(line)))
@@ -77,7 +78,7 @@ def test_read_jsonl_refuses_bad_records(tmp_path: Path, line: object, message: s
 
 
 def test_read_jsonl_accepts_a_byte_order_mark_and_crlf(tmp_path: Path) -> None:
-    from rar_lite.conversations import read_jsonl
+    from rar_lite.data.conversations import read_jsonl
 
     path = tmp_path / "c.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(GOOD) + "\r\n").encode() * 2)

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rar_lite import rerank
-from rar_lite.conversations import Conversation, Turn
+from rar_lite.data.conversations import Conversation, Turn
+from rar_lite.reranking import rerank
 
 
 def conv(text: str, target: int = 0) -> Conversation:
@@ -90,7 +90,7 @@ def test_candidate_sets_insert_missed_target() -> None:
 
 
 def test_describe_reads_the_table() -> None:
-    from rar_lite import reranker_study
+    from rar_lite.experiments import reranker_study
 
     table = pd.DataFrame({"ndcg@10": [0.227, 0.30, 0.40, 0.21]},
                          index=["random order", "retriever order", "pointwise (tuned)",

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from rar_lite import retriever, seqrec
-from rar_lite.interactions import Split
+from rar_lite.data.interactions import Split
+from rar_lite.retrieval import retriever, seqrec
 
 
 def tiny_split(n_users: int = 40, n_items: int = 60, seed: int = 0) -> Split:

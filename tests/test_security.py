@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rar_lite import cache, feedback, sources
+from rar_lite import cache
+from rar_lite.data import sources
+from rar_lite.loop import feedback
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,7 +101,7 @@ UNSAFE = re.compile(r"weights_only\s*=\s*False|\btorch\.load\(|\bpickle\.|\bmars
 
 def test_no_unpickling_or_eval_in_the_package() -> None:
     found = []
-    for path in sorted((ROOT / "rar_lite").glob("*.py")):
+    for path in sorted((ROOT / "rar_lite").rglob("*.py")):
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             if UNSAFE.search(line.split("#")[0]):
                 found.append(f"{path.name}:{number}: {line.strip()}")

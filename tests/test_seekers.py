@@ -1,12 +1,12 @@
-"""Seeker topics (`rar_lite.seekers`): detection on hand-written turns, and simulated requests
+"""Seeker topics (`rar_lite.data.seekers`): detection on hand-written turns, and simulated requests
 that say what they were drawn to say, with facts from the right card."""
 
 import pandas as pd
 import pytest
 
-from rar_lite import seekers
-from rar_lite.conversations import Conversation, Turn
-from rar_lite.corpus import CARD_CAST, _listed
+from rar_lite.data import seekers
+from rar_lite.data.conversations import Conversation, Turn
+from rar_lite.data.corpus import CARD_CAST, _listed
 
 
 def _said(*texts: str, history: tuple[int, ...] = ()) -> Conversation:

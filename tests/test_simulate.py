@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rar_lite import interactions, simulate
-from rar_lite.conversations import Conversation
+from rar_lite.data import interactions, simulate
+from rar_lite.data.conversations import Conversation
 
 
 @pytest.fixture(scope="module")

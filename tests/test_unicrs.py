@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rar_lite import cikm, unicrs
-from rar_lite.conversations import ConversationFormatError
+from rar_lite.data import cikm, unicrs
+from rar_lite.data.conversations import ConversationFormatError
 
 DEV = Path(os.environ.get("RAR_LITE_INSPIRED_DEV_DIR", "")) / "dev.jsonl"
 TEST_DIR = Path(os.environ.get("RAR_LITE_INSPIRED_DIR", ""))
