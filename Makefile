@@ -43,8 +43,10 @@ book: install
 
 # Tests: unit tests plus every notebook executed at the quick profile's sizes and the book built
 # (in $(QUICK_HTML)), then that book read offline in headless Chromium. Two pytest-xdist workers
-# with whole files as units: tests/test_book.py, whose notebooks build on each other, runs in
-# order on one, the unit tests on the other (one torch thread each in-process: tests/conftest.py).
+# with whole files as units: tests/test_book.py (chapters 1-6, which build on each other) runs in
+# order on one, the unit tests on the other, which then runs tests/test_book_finish.py (chapters
+# 7-8 once chapter 5 is done, then the book build); one torch thread each in-process, the
+# notebooks' kernels share one cache (tests/conftest.py).
 test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 	$(MAKE) --no-print-directory check-book BOOK_HTML=$(QUICK_HTML)

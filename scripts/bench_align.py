@@ -24,7 +24,7 @@ import pandas as pd
 
 from rar_lite import cache, stats
 from rar_lite.backends import llm, llm_local
-from rar_lite.experiments import loop_study, reranker_study
+from rar_lite.experiments import artifacts, reranker_study
 from rar_lite.loop import pipeline
 from rar_lite.reranking import align, rerank
 
@@ -41,12 +41,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/bench_align.json"))
     args = parser.parse_args()
 
-    setup = loop_study.loop_setup(args.seed)
-    study = reranker_study.study_setup(args.valid, seed=0, sets=setup.sets)
-    sft_backend, tuning = reranker_study.chapter_tuning("full", setup.sets)
+    setup = artifacts.loop_setup(args.seed)
+    study = artifacts.study_setup(args.valid, seed=0, sets=setup.sets)
+    sft_backend, tuning = artifacts.chapter_tuning("full", setup.sets)
     responses = llm.ResponseCache()
     sft = rerank.PointwiseReranker(sft_backend, setup.corpus, response_cache=responses)
-    mine = loop_study.sample_conversations(setup.sets.train, args.mine, seed=args.seed + 1)
+    mine = artifacts.sample_conversations(setup.sets.train, args.mine, seed=args.seed + 1)
     pools = rerank.candidate_sets(mine, setup.served.topk, k=20)
     pairs = align.mistake_pairs(sft, mine, pools, progress=True)
     kinds = pd.Series([p["kind"] for p in pairs])

@@ -25,7 +25,7 @@ import pandas as pd
 from rar_lite import cache
 from rar_lite.backends import llm, llm_local
 from rar_lite.data.matching import TitleMatcher
-from rar_lite.experiments import reranker_study
+from rar_lite.experiments import artifacts, reranker_study
 from rar_lite.reranking import rerank
 from rar_lite.reranking.tune import TuneConfig
 
@@ -47,12 +47,12 @@ def main() -> None:
     if args.latency_only:
         return latency_only(args)
 
-    setup = reranker_study.study_setup(args.n, seed=args.seed, progress=False)
+    setup = artifacts.study_setup(args.n, seed=args.seed, progress=False)
     responses = llm.ResponseCache()
     base = llm_local.TransformersBackend()
     print(f"backend: {base.model} ({base.dtype}, {base.device}); {len(setup.conversations)} "
           "validation conversations, 20 candidates each", flush=True)
-    tuned, result = reranker_study.tuned_backend(
+    tuned, result = artifacts.tuned_backend(
         setup, TuneConfig(steps=args.steps, seed=args.seed), n_train=args.train, progress=True)
     print(f"tuning: {args.steps} steps in {result.seconds / 60:.1f} min; final margin "
           f"{result.history['margin'].tail(10).mean():.2f}", flush=True)
@@ -102,8 +102,8 @@ def forward_seconds(backend: llm_local.TransformersBackend, text: str, tokens: i
 
 
 def latency_only(args: argparse.Namespace) -> None:
-    setup = reranker_study.study_setup(args.n_latency, seed=args.seed, progress=False)
-    tuned, _ = reranker_study.tuned_backend(
+    setup = artifacts.study_setup(args.n_latency, seed=args.seed, progress=False)
+    tuned, _ = artifacts.tuned_backend(
         setup, TuneConfig(steps=args.steps, seed=args.seed), n_train=args.train)
     reranker = rerank.PointwiseReranker(tuned, setup.corpus)  # no answer cache
     reranker_study.run(reranker, setup.conversations[:1], setup.candidates[:1])  # warm-up

@@ -69,3 +69,91 @@ def local_llm(session_cache: Path):
 
     with serve.local_server(threads=1) as server:
         yield server
+
+
+# --- The book's notebooks, run by two test files on the two workers of `make test` -----------
+# tests/test_book.py executes chapters 1-6 (and chapter 6 without real data) in order on one
+# worker; tests/test_book_finish.py, scheduled last on the other worker (loadfile sends the files
+# with the fewest tests last), executes chapters 7-8 once chapter 5 is done, then builds the book
+# once every chapter is. The notebooks share one cache directory (`book_cache`), so each chapter
+# reuses what the earlier ones built whichever worker runs it; a chapter's test leaves a status
+# file there that the other file waits on. Run alone or without xdist, nothing waits for a
+# chapter that is not in the session.
+
+#: Where the QUICK book is staged, executed and built (`make test` checks it in Chromium after).
+QUICK_BOOK = ROOT / "_build" / "quick" / "book"
+#: The chapters tests/test_book_finish.py executes; tests/test_book.py executes the others.
+LATE = ("notebooks/07_align_llm_with_trl.ipynb", "notebooks/08_interactive_demo.ipynb")
+
+
+@pytest.fixture(scope="session")
+def book_cache(session_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The notebooks' cache directory: shared by the xdist workers (with the de-quantised
+    SmolLM2 of `shared-models`), else the session's own."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return session_cache
+    base = tmp_path_factory.getbasetemp().parent
+    path = base / "book-cache"
+    path.mkdir(exist_ok=True)
+    try:
+        (path / "models").symlink_to(base / "shared-models", target_is_directory=True)
+    except FileExistsError:
+        pass  # the other worker made it
+    return path
+
+
+@pytest.fixture
+def chapter_cache(book_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`book_cache` as the cache of every kernel started during the test."""
+    monkeypatch.setenv("RAR_LITE_CACHE", str(book_cache))
+    return book_cache
+
+
+def _status(book_cache: Path, stem: str) -> Path:
+    return book_cache / "chapters" / stem
+
+
+def run_chapter(book_cache: Path, notebook: Path, profile: str = "quick",
+                parameters: dict | None = None):
+    """Execute a staged notebook (build_book.execute), check that its code printed or drew
+    something, and record whether it ran ("ok") or not ("failed") for a test on the other worker
+    that waits on it. Returns the executed notebook."""
+    import nbformat
+
+    from rar_lite.book import build_book
+
+    status = _status(book_cache, notebook.stem)
+    status.parent.mkdir(parents=True, exist_ok=True)
+    outcome = "failed"
+    try:
+        build_book.execute(notebook, profile, parameters)
+        executed = nbformat.read(notebook, as_version=4)
+        assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+        outcome = "ok"
+    finally:
+        status.write_text(outcome)
+    return executed
+
+
+def wait_for_chapters(book_cache: Path, chapters: dict[str, str], session: pytest.Session,
+                      timeout: float = 3600.0) -> None:
+    """Wait until each of `chapters` (status name -> the test that runs it, a node id suffix)
+    whose test is in this session has a status; fail at once if one failed (its own test says
+    why)."""
+    import time
+
+    nodeids = [item.nodeid for item in session.items]
+    waiting = [stem for stem, test in chapters.items()
+               if any(nodeid.endswith(test) for nodeid in nodeids)]
+    deadline = time.monotonic() + timeout
+    while waiting:
+        for stem in list(waiting):
+            status = _status(book_cache, stem)
+            if status.exists():
+                if status.read_text() != "ok":
+                    pytest.fail(f"{stem} failed to execute; its own test shows the error")
+                waiting.remove(stem)
+        if waiting:
+            if time.monotonic() > deadline:
+                pytest.fail(f"gave up waiting for {waiting} after {timeout:.0f} s")
+            time.sleep(2)

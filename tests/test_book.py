@@ -1,9 +1,9 @@
-"""The book: table of contents in step with the files, notebooks in the committed form, every
-notebook executed in QUICK mode, and the Jupyter Book build passing with -W and loading nothing
-from the network. The QUICK book is built in _build/quick, where `make test` then opens every
-page in headless Chromium (`make check-book`, rar_lite.book.book_check). The notebooks build on each
-other (one session cache), so this file runs whole, in order, on one xdist worker (`make test`
-uses `--dist loadfile`)."""
+"""The book: table of contents in step with the files, notebooks in the committed form, and
+chapters 1-6 executed in QUICK mode, in order (they build on each other through one cache), plus
+chapter 6 without real data. Chapters 7-8 and the Jupyter Book build are in
+tests/test_book_finish.py, which `make test` runs on the other worker beside these
+(tests/conftest.py says how the two wait on each other). `make test` then opens every page of the
+QUICK book in headless Chromium (`make check-book`, rar_lite.book.book_check)."""
 
 import json
 import re
@@ -12,11 +12,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import ROOT
+from conftest import LATE, QUICK_BOOK, ROOT, run_chapter
 
-from rar_lite.book import book_check, build_book
+from rar_lite.book import build_book
 
 NOTEBOOKS = build_book.toc_notebooks(ROOT)
+EARLY = [n for n in NOTEBOOKS if str(n) not in LATE]
 
 
 def test_toc_entries_exist() -> None:
@@ -115,10 +116,6 @@ def test_every_exercise_has_a_solution_whose_code_compiles(notebook: Path) -> No
         for code in re.findall(r"```python\n(.*?)```", solution, re.S):
             compile(textwrap.dedent(code), f"{notebook} exercise {number}", "exec")
 
-#: Where the tests build the QUICK book (`make test` checks it in Chromium afterwards).
-QUICK_BOOK = ROOT / "_build" / "quick" / "book"
-
-
 @pytest.fixture(scope="module")
 def staged_book() -> Path:
     build_book.stage(ROOT, QUICK_BOOK)
@@ -126,15 +123,15 @@ def staged_book() -> Path:
 
 
 @pytest.mark.notebooks
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=str)
-def test_notebook_runs_in_quick_mode(staged_book: Path, notebook: Path) -> None:
-    build_book.execute(staged_book / notebook, "quick")
-    nb = nbformat.read(staged_book / notebook, as_version=4)
-    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+@pytest.mark.parametrize("notebook", EARLY, ids=str)
+def test_notebook_runs_in_quick_mode(staged_book: Path, chapter_cache: Path,
+                                     notebook: Path) -> None:
+    run_chapter(chapter_cache, staged_book / notebook)  # it ran and shows outputs
 
 
 @pytest.mark.notebooks
-def test_chapter_6_runs_without_real_data(staged_book: Path, monkeypatch) -> None:
+def test_chapter_6_runs_without_real_data(staged_book: Path, chapter_cache: Path,
+                                          monkeypatch) -> None:
     """A fresh clone has no INSPIRED beside it: chapter 6 says where to get it, skips it and
     still runs every simulated part (`make test` in CI has the data, so this is the one run
     that takes the other branch)."""
@@ -147,8 +144,7 @@ def test_chapter_6_runs_without_real_data(staged_book: Path, monkeypatch) -> Non
     copy = staged_book / "notebooks" / "no_real_data_06.ipynb"
     copy.write_bytes((ROOT / "notebooks" / "06_evaluation.ipynb").read_bytes())
     try:
-        build_book.execute(copy, "quick", profiles.QUICK.parameters("06_evaluation"))
-        nb = nbformat.read(copy, as_version=4)
+        nb = run_chapter(chapter_cache, copy, "quick", profiles.QUICK.parameters("06_evaluation"))
     finally:
         copy.unlink()
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
@@ -157,19 +153,3 @@ def test_chapter_6_runs_without_real_data(staged_book: Path, monkeypatch) -> Non
     assert "no real data in this run" in printed
     assert "Popularity" in "".join(str(o.get("data", {})) for c in nb.cells
                                    if c.cell_type == "code" for o in c.outputs)
-
-@pytest.mark.notebooks
-def test_book_builds_without_warnings(staged_book: Path) -> None:
-    html = build_book.build_html(staged_book)  # -W: any warning fails (CalledProcessError)
-    for doc in build_book.toc_files(staged_book / "_toc.yml"):
-        assert (html / f"{doc}.html").exists(), doc
-    assert "pipeline.svg" in (html / "book" / "intro.html").read_text(encoding="utf-8")
-    assert list((html / "_images").glob("pipeline*.svg")), "the intro's figure was not copied"
-    # read offline: MathJax ships with the site, no page loads a script from the network, and
-    # no page prints a warning or a path of this machine (Chromium checks what a reader sees)
-    assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
-    paths = book_check.machine_paths(html)
-    for page in book_check.pages_of(html):
-        text = (html / page).read_text(encoding="utf-8")
-        assert not re.search(r"<script[^>]+src=\"(https?:)?//", text), page
-        assert book_check.text_problems(text, paths) == [], page

@@ -207,7 +207,8 @@ def test_command_imports_no_heavy_module(argv: list[str] | str | None, tmp_path:
     if argv == "score-generations":
         argv = _scoring_dataset(tmp_path, ["1. Water\n2. Hofa", "Hoffa, Water"])
     code = ("import json, sys\n"
-            "from rar_lite import cikm, cli, metrics, parsing\n"
+            "from rar_lite import cli, metrics\n"
+            "from rar_lite.data import cikm, parsing\n"
             "argv = json.loads(sys.argv[1])\n"
             "if argv is not None:\n"
             "    try:\n"

@@ -154,7 +154,7 @@ def test_serving_engine_writes_a_record_then_loads_from_it(corpus, monkeypatch) 
     from types import SimpleNamespace
 
     from rar_lite.backends import llm_local
-    from rar_lite.experiments import loop_study, profiles, reranker_study
+    from rar_lite.experiments import artifacts, profiles
 
     built, loaded, assembled = [], [], []
     vocab = SimpleNamespace(item_ids=np.array([3, 5, 8]))
@@ -176,8 +176,8 @@ def test_serving_engine_writes_a_record_then_loads_from_it(corpus, monkeypatch) 
             raise FileNotFoundError("gone/config.json")
         return "served from the record"
 
-    monkeypatch.setattr(loop_study, "loop_setup", fake_setup)
-    monkeypatch.setattr(reranker_study, "chapter_tuning", fake_tuning)
+    monkeypatch.setattr(artifacts, "loop_setup", fake_setup)
+    monkeypatch.setattr(artifacts, "chapter_tuning", fake_tuning)
     monkeypatch.setattr(demo, "_load_served", fake_load)
     monkeypatch.setattr(llm_local, "TransformersBackend", lambda adapter: f"backend of {adapter}")
     monkeypatch.setattr(demo, "_assemble", lambda corpus, served, tuned, model, dense, progress:

@@ -12,7 +12,7 @@ from rar_lite.backends.llm import ResponseCache
 from rar_lite.backends.llm_local import TransformersBackend
 from rar_lite.data.conversations import Conversation, Turn
 from rar_lite.dialogue import real_reranker
-from rar_lite.experiments import reranker_study
+from rar_lite.experiments import artifacts
 from rar_lite.reranking import prompts, rerank, tune
 
 
@@ -163,7 +163,7 @@ def test_chapter_judge_without_real_data_says_where_to_get_it(corpus, monkeypatc
 
     monkeypatch.delenv("RAR_LITE_INSPIRED_DIR", raising=False)
     monkeypatch.delenv(realdata.DEV_ENV, raising=False)
-    assert reranker_study.chapter_judge(None, "quick") is None
+    assert artifacts.chapter_judge(None, "quick") is None
     assert capsys.readouterr().out.strip() == realdata.MISSING_DATA
 
 
@@ -178,7 +178,7 @@ def test_chapter_inspired_follows_the_datasets_parameter(corpus, monkeypatch, ca
     data = realdata.chapter_inspired(corpus, ("simulated", "inspired"))
     assert data == (None, None)
     assert capsys.readouterr().out.strip() == realdata.MISSING_DATA
-    assert reranker_study.chapter_judge(None, "quick", data=data) is None
+    assert artifacts.chapter_judge(None, "quick", data=data) is None
     assert capsys.readouterr().out == ""
     with pytest.raises(ValueError, match="DATASETS: unknown dataset 'inspird'"):
         realdata.chapter_inspired(corpus, ["inspird"])

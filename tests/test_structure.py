@@ -62,6 +62,27 @@ def test_each_room_imports_only_what_it_may() -> None:
     assert not wrong, "\n".join(wrong)
 
 
+def test_only_the_experiments_room_imports_a_chapter_driver() -> None:
+    """Outside `experiments`, the chapters' work is reached through its shared artifacts
+    (`experiments.artifacts`) and the run sizes (`experiments.profiles`) only."""
+    shared = {"rar_lite.experiments.artifacts", "rar_lite.experiments.profiles"}
+    drivers = {p.stem for p in (PACKAGE / "experiments").glob("*.py")} - {"__init__"} - {
+        name.rsplit(".", 1)[1] for name in shared}
+    assert drivers == {"reranker_study", "loop_study", "loop_arms"}
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parent.name == "experiments":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "rar_lite.experiments":
+                wrong += [f"{path.relative_to(ROOT)}: {a.name}" for a in node.names
+                          if a.name in drivers]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                wrong += [f"{path.relative_to(ROOT)}: {node.module}" for d in drivers
+                          if node.module == f"rar_lite.experiments.{d}"]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     """The import scan itself: a lazy import inside a function counts."""
     module = tmp_path / "m.py"

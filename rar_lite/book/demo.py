@@ -319,14 +319,14 @@ def chapter_engine(seed: int = 0, profile: str | Profile = "full", progress: boo
     project's fused one: the zero-shot MiniLM over the request and the item cards, with LRURec's
     and the popularity prior's scores (`realdata.DEFAULT_WEIGHTS`; mentioned movies left out),
     which reads the words as well as the titles (`serving_engine`)."""
-    from rar_lite.experiments import loop_study, profiles, reranker_study
+    from rar_lite.experiments import artifacts, profiles
 
     profile = profiles.get(profile)
-    setup = loop_study.loop_setup(seed, profile, progress=progress)
-    tuned = reranker_study.chapter_backend(profile, setup.sets, progress)
+    setup = artifacts.loop_setup(seed, profile, progress=progress)
+    tuned = artifacts.chapter_backend(profile, setup.sets, progress)
     engine = _assemble(setup.corpus, setup.served, tuned, llm, dense, progress)
     if loop:
-        trained = loop_study.run_feedback(
+        trained = artifacts.run_feedback(
             setup, engine.rankers["LLM (tuned pointwise)"],
             profile.loop_config(seed), profile.loop_train,
             progress=progress)
@@ -374,7 +374,7 @@ def serving_engine(seed: int = 0, profile: str | Profile = "full", progress: boo
     from rar_lite import cache
     from rar_lite.backends.llm_local import TransformersBackend
     from rar_lite.data.corpus import load_corpus
-    from rar_lite.experiments import loop_study, profiles, reranker_study
+    from rar_lite.experiments import artifacts, profiles
 
     profile = profiles.get(profile)
     path = serving_record_path(seed, profile)
@@ -388,8 +388,8 @@ def serving_engine(seed: int = 0, profile: str | Profile = "full", progress: boo
         except Exception as error:  # parts deleted, damaged or foreign: build again
             warnings.warn(f"{path} is unusable ({error}); building the engine again",
                           stacklevel=2)
-    setup = loop_study.loop_setup(seed, profile, progress=progress)
-    tuned, result = reranker_study.chapter_tuning(profile, setup.sets, progress)
+    setup = artifacts.loop_setup(seed, profile, progress=progress)
+    tuned, result = artifacts.chapter_tuning(profile, setup.sets, progress)
     cache.write_json(path, {
         "lrurec": str(setup.run_directory), "item_ids": setup.served.vocab.item_ids.tolist(),
         "popularity": setup.served.popularity.tolist(), "adapter": str(result.adapter)})
@@ -402,12 +402,12 @@ def serving_record_path(seed: int, profile: Profile) -> Path:
     from rar_lite import cache
     from rar_lite.data import simulate
     from rar_lite.data.corpus import corpus_cache_key
-    from rar_lite.experiments import loop_study, reranker_study
+    from rar_lite.experiments import artifacts
     from rar_lite.reranking import tune
     from rar_lite.retrieval import retriever, seqrec
 
     key = cache.fingerprint(seed, repr(profile), corpus_cache_key(), cache.code_version(
-        loop_study, reranker_study, retriever, seqrec, simulate, tune))
+        artifacts, retriever, seqrec, simulate, tune))
     return cache.cache_dir() / "serving" / f"{profile.name}-{key}.json"
 
 

@@ -52,7 +52,7 @@ from rar_lite.data.corpus import load_corpus
 from rar_lite.data.matching import TitleMatcher
 from rar_lite.dialogue import real_reranker, realdata
 from rar_lite.evaluation.baselines import OpenRecommender, PopularityRecommender
-from rar_lite.experiments import loop_study, profiles, reranker_study
+from rar_lite.experiments import artifacts, profiles
 from rar_lite.loop import pipeline
 from rar_lite.reranking import rerank
 from rar_lite.retrieval import dense, fusion
@@ -366,7 +366,7 @@ def grounding_table(evaluation: Evaluation) -> pd.DataFrame:
 class _Seeded:
     """What the seeded systems of one seed need."""
 
-    setup: loop_study.LoopSetup
+    setup: artifacts.LoopSetup
     loop_model: object
 
 
@@ -420,7 +420,7 @@ def conversation_sets(config: EvalConfig, corpus: pd.DataFrame, matcher: TitleMa
     out = []
     for name in config.datasets:
         if name == "simulated":
-            chosen = loop_study.sample_conversations(simulated_test, config.n_simulated)
+            chosen = artifacts.sample_conversations(simulated_test, config.n_simulated)
             out.append(ConversationSet(name, chosen, corpus, matcher))
             continue
         directory = data_dir(config, name)
@@ -473,7 +473,7 @@ def _fit_dense(config: EvalConfig, corpus: pd.DataFrame, sets: list[Conversation
             data.retrieval = real_fit.on(data.corpus, data.catalogue, progress)
     for data in sets:
         if data.dataset is None and set(DENSE) & set(config.systems):
-            selection = loop_study.sample_conversations(valid, config.n_selection_simulated)
+            selection = artifacts.sample_conversations(valid, config.n_selection_simulated)
             data.retrieval = realdata.fit(
                 data.corpus, [int(i) for i in served.vocab.item_ids], served, selection,
                 encoder, progress=progress, head=real_fit.dense.head if real_fit else None,
@@ -604,11 +604,11 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     corpus = load_corpus()
     sizes = config.sizes()
     cache.say("simulated conversations (chapter 2)", progress)
-    sets = simulate.simulated_sets(corpus, seed=loop_study.DATA_SEED, progress=progress)
+    sets = simulate.simulated_sets(corpus, seed=artifacts.DATA_SEED, progress=progress)
     setups = {}
     for seed in config.seeds:
         cache.say(f"LRURec, seed {seed} (chapter 3)", progress)
-        setups[seed] = loop_study.loop_setup(seed, sizes, progress=progress, sets=sets)
+        setups[seed] = artifacts.loop_setup(seed, sizes, progress=progress, sets=sets)
     first = setups[config.seeds[0]]
     matcher = TitleMatcher(corpus)
     vocab = first.served.vocab
@@ -618,7 +618,7 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     tuned = None
     if set(TUNED) & set(config.systems):
         cache.say("the tuned pointwise reranker (chapter 4)", progress)
-        tuned = reranker_study.chapter_backend(sizes, sets, progress)
+        tuned = artifacts.chapter_backend(sizes, sets, progress)
     zero_shot, more = None, {}
     if set(ZERO_SHOT) & set(config.systems):
         zero_shot, *others = (backbones.load(spec, concurrency=config.llm_concurrency)
@@ -633,7 +633,7 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
         loop_model = None
         if "rar-loop" in config.systems:
             cache.say(f"the feedback loop, seed {seed} (chapter 5)", progress)
-            loop = loop_study.run_feedback(
+            loop = artifacts.run_feedback(
                 setup, reader, sizes.loop_config(seed),
                 sizes.loop_train, progress=progress)
             loop_model = loop.model
@@ -712,7 +712,7 @@ def cost_table(config: EvalConfig, seeded: _Seeded, matcher: TitleMatcher,
     system on each further backbone in `more`) on `config.n_cost` simulated conversations, with a
     new, empty response cache (what a new conversation costs); the dense systems use the
     simulated set's `retrieval` and are left out without it."""
-    conversations = loop_study.sample_conversations(seeded.setup.sets.test, config.n_cost,
+    conversations = artifacts.sample_conversations(seeded.setup.sets.test, config.n_cost,
                                                     seed=1)
     corpus = seeded.setup.corpus
     data = ConversationSet("simulated", conversations, corpus, matcher, retrieval=retrieval)

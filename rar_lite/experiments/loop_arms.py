@@ -77,9 +77,9 @@ class ArmSetup:
 
 def _lrurec(profile: Profile, progress: bool) -> tuple[pd.DataFrame, object, object]:
     """(corpus, simulated sets, chapter 3's LRURec) — the same cached artifacts the chapters use."""
-    from rar_lite.experiments import loop_study
+    from rar_lite.experiments import artifacts
 
-    setup = loop_study.loop_setup(0, profile, progress=progress)
+    setup = artifacts.loop_setup(0, profile, progress=progress)
     return setup.corpus, setup.sets, setup.served
 
 
@@ -88,7 +88,7 @@ def simulated_setup(profile: str | Profile = "full", responses: ResponseCache | 
     """The simulated dataset at `profile`'s sizes (`Profile.arms`): chapter 3's LRURec and dense
     fit (on the first `n_dense` validation conversations), chapter 4's tuned pointwise reranker,
     and the three sets."""
-    from rar_lite.experiments import profiles, reranker_study
+    from rar_lite.experiments import artifacts, profiles
 
     profile = profiles.get(profile)
     sizes = profile.arms
@@ -96,8 +96,8 @@ def simulated_setup(profile: str | Profile = "full", responses: ResponseCache | 
     fit = realdata.fit(corpus, [int(i) for i in served.vocab.item_ids], served,
                        sets.valid[:sizes.n_dense], encoder, progress=progress)
     sft = fit.fused(served, corpus)
-    tuned = reranker_study.chapter_backend(profile, sets=sets)
-    tuning = reranker_study.training_conversations(sets, profile.tune_conversations, seed=0)
+    tuned = artifacts.chapter_backend(profile, sets=sets)
+    tuning = artifacts.training_conversations(sets, profile.tune_conversations, seed=0)
     parts = simulated_parts(sets.valid, sets.test, sets.valid[:sizes.n_dense], tuning, sizes)
     judge = rerank.PointwiseReranker(tuned, corpus, response_cache=responses or ResponseCache())
     weight, _ = realdata.choose_rerank_weight(judge, sft, parts["selection"], progress=progress)
@@ -131,12 +131,12 @@ def inspired_setup(profile: str | Profile = "full", responses: ResponseCache | N
                    data: tuple[object, list[Conversation] | None] | None = None
                    ) -> ArmSetup | None:
     """INSPIRED at `profile`'s sizes (None when its files are not here): chapter 4's fit on the
-    dev dialogues and its judge that reads real seekers (`reranker_study.chapter_judge`, cached),
+    dev dialogues and its judge that reads real seekers (`artifacts.chapter_judge`, cached),
     the fusion's selection dialogues split by dialogue into loop and selection halves, and the
     test split.
     `data`: (dataset, dev turns) already loaded (`realdata.chapter_inspired`)."""
     from rar_lite.data.corpus import load_corpus
-    from rar_lite.experiments import profiles, reranker_study
+    from rar_lite.experiments import artifacts, profiles
 
     profile = profiles.get(profile)
     sizes = profile.arms
@@ -144,7 +144,7 @@ def inspired_setup(profile: str | Profile = "full", responses: ResponseCache | N
     if inspired is None or not dev:
         return None
     _, _, served = _lrurec(profile, progress)
-    fit, judge = reranker_study.chapter_judge(served, profile, progress=progress,
+    fit, judge = artifacts.chapter_judge(served, profile, progress=progress,
                                               data=(inspired, dev))
     sft = fit.fused(served, inspired.corpus)
     responses = responses or ResponseCache()

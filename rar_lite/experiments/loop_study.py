@@ -10,52 +10,14 @@ retriever, RAR with the retriever after the loop, and that retriever alone.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
 
-from rar_lite import cache
 from rar_lite.backends.llm import ResponseCache
 from rar_lite.backends.llm_local import TransformersBackend
-from rar_lite.data import simulate
 from rar_lite.data.conversations import Conversation
-from rar_lite.data.corpus import load_corpus
-from rar_lite.experiments import profiles
+from rar_lite.experiments.artifacts import LoopSetup, run_feedback
 from rar_lite.loop import feedback, pipeline
 from rar_lite.reranking import rerank
-from rar_lite.retrieval import retriever
-
-DATA_SEED = 0
-
-
-@dataclass
-class LoopSetup:
-    corpus: pd.DataFrame
-    sets: simulate.SimulatedSets
-    served: retriever.Retriever  # the SFT retriever (π_ref)
-    run_directory: Path  # where its training run lives (identifies it)
-
-
-def loop_setup(seed: int = 0, profile: str | profiles.Profile = profiles.FULL,
-               progress: bool = False, sets: simulate.SimulatedSets | None = None) -> LoopSetup:
-    """Data (seed 0; pass `sets` to reuse them) and the chapter-3 LRURec trained with `seed` at
-    `profile`'s epochs (cached)."""
-    corpus = load_corpus()
-    sets = sets or simulate.simulated_sets(corpus, seed=DATA_SEED, progress=progress)
-    served, result = retriever.fit_retriever(sets.split, "lrurec", seed=seed, progress=progress,
-                                             **profiles.get(profile).retriever_overrides())
-    return LoopSetup(corpus, sets, served, result.directory)
-
-
-def sample_conversations(conversations: list[Conversation], n: int,
-                         seed: int = DATA_SEED) -> list[Conversation]:
-    """`n` conversations drawn without replacement (seeded), in their original order."""
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(len(conversations), size=min(n, len(conversations)),
-                               replace=False))
-    return [conversations[i] for i in chosen]
 
 
 def pointwise_reranker(setup: LoopSetup, backend: TransformersBackend | None = None,
@@ -63,30 +25,6 @@ def pointwise_reranker(setup: LoopSetup, backend: TransformersBackend | None = N
     """The pointwise reranker on `backend` (e.g. chapter 4's tuned one), answers cached."""
     return rerank.PointwiseReranker(backend or TransformersBackend(), setup.corpus,
                                     response_cache=response_cache or ResponseCache())
-
-
-def validate(setup: LoopSetup, model=None) -> dict[str, float]:
-    """The retriever's leave-one-out validation NDCG@10 / Recall@10 (default: the SFT model)."""
-    scores = retriever.evaluate_split(model or setup.served.model, setup.sets.split,
-                                      setup.served.vocab, "valid")
-    return {k: scores[k] for k in ("ndcg@10", "recall@10")}
-
-
-def run_feedback(setup: LoopSetup, reranker: object, config: feedback.LoopConfig,
-                 n_train: int = 200, progress: bool = False) -> feedback.LoopResult:
-    """The loop on `n_train` training conversations, validated each round on the leave-one-out
-    validation targets; rounds are cached under `cache_dir()/feedback/`."""
-    conversations = sample_conversations(setup.sets.train, n_train)
-    vocab = setup.served.vocab
-
-    key = cache.fingerprint(asdict(config), str(setup.run_directory.name),
-                            getattr(getattr(reranker, "backend", None), "model", None),
-                            getattr(reranker, "name", None),
-                            [c.conversation_id for c in conversations])
-    directory = cache.cache_dir() / "feedback" / f"loop-{key}"
-    return feedback.run_loop(setup.served.model, vocab, conversations, reranker, config,
-                             directory, validate=lambda model: validate(setup, model),
-                             progress=progress)
 
 
 def compare(setup: LoopSetup, reranker: object, loop: feedback.LoopResult,

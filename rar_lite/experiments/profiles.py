@@ -97,7 +97,7 @@ QUICK = Profile(
         "02_conversations": {"N_USERS": 60, "TRAIN_PER_USER": 2},
         "03_retriever": {"N_SERVING": 100},
         "04_llm_reranker": {"N_CONVERSATIONS": 2, "N_GENERATION": 1, "N_LATENCY": 1,
-                            "N_API": 1},
+                            "N_API": 1, "GENERATION_TOKENS": 32, "CONSTRAINED_PICKS": 1},
         "05_feedback_loop": {"N_TEST": 4, "ZERO_SHOT_TRAIN": 2, "ARM_SEEDS": (0,),
                              "HEAD_ROUNDS": 2},
         "06_evaluation": {"SEEDS": (0,)},

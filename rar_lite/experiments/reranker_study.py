@@ -10,72 +10,17 @@ response cache, so the notebook and the benchmark never pay twice for the same p
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 
 from rar_lite.backends.llm import Backend, ResponseCache, gives_logits
-from rar_lite.data import simulate
 from rar_lite.data.conversations import Conversation, Turn
-from rar_lite.data.corpus import load_corpus
 from rar_lite.data.matching import TitleMatcher
-from rar_lite.dialogue import real_reranker, realdata
-from rar_lite.experiments import profiles
+from rar_lite.experiments.artifacts import StudySetup
 from rar_lite.reranking import prompts, rerank
-from rar_lite.reranking.tune import Example, pointwise_examples
-from rar_lite.retrieval import retriever
 
 NO_REQUEST = "(no request)"
-
-
-@dataclass
-class StudySetup:
-    """Everything chapter 4 evaluates on."""
-
-    corpus: pd.DataFrame
-    sets: simulate.SimulatedSets
-    served: retriever.Retriever
-    conversations: list[Conversation]  # validation conversations under study
-    candidates: list[list[int]]  # their K candidates, retriever order
-
-
-def study_setup(n_conversations: int = 150, k: int | None = None, seed: int = 0,
-                profile: str | profiles.Profile = profiles.FULL, progress: bool = False,
-                sets: simulate.SimulatedSets | None = None) -> StudySetup:
-    """Simulated sets (simulated with `seed`, or `sets` when given), the chapter-3 LRURec at
-    `profile`'s epochs (cached), and `n_conversations` validation cases with `k` candidates
-    each (None: the profile's `k`)."""
-    k = k or profiles.get(profile).k
-    corpus = load_corpus()
-    sets = sets or simulate.simulated_sets(corpus, seed=seed, progress=progress)
-    served, _ = retriever.fit_retriever(sets.split, "lrurec", seed=seed, progress=progress,
-                                        **profiles.get(profile).retriever_overrides())
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(len(sets.valid), size=min(n_conversations, len(sets.valid)),
-                               replace=False))
-    conversations = [sets.valid[i] for i in chosen]
-    candidates = rerank.candidate_sets(conversations, served.topk, k=k)
-    return StudySetup(corpus, sets, served, conversations, candidates)
-
-
-def training_conversations(sets: simulate.SimulatedSets, n_conversations: int,
-                           seed: int = 0) -> list[Conversation]:
-    """The training conversations the pointwise reranker is tuned on (seeded, original order)."""
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(sets.train), size=min(n_conversations, len(sets.train)),
-                        replace=False)
-    return [sets.train[i] for i in sorted(chosen)]
-
-
-def training_examples(setup: StudySetup, n_conversations: int, k: int = 20,
-                      negatives: int = 3, seed: int = 0) -> list[Example]:
-    """Pointwise examples from *training* conversations: the target "yes", `negatives` of its
-    retrieved candidates "no" (hard negatives: what the reranker will face)."""
-    conversations = training_conversations(setup.sets, n_conversations, seed)
-    pools = rerank.candidate_sets(conversations, setup.served.topk, k=k, include_target=False)
-    texts = setup.corpus.set_index("item_id")["text"]
-    return pointwise_examples(conversations, pools, texts, negatives=negatives, seed=seed)
 
 
 def without_request(conversation: Conversation) -> Conversation:
@@ -106,14 +51,16 @@ def zero_shot_rerankers(backend: Backend, corpus: pd.DataFrame, seed: int = 0,
 
 
 def generation_rerankers(backend: Backend, corpus: pd.DataFrame, matcher: TitleMatcher,
-                         response_cache: ResponseCache | None = None) -> dict[str, object]:
-    """Chapter 4's generation modes: free generation (every backbone) and, with logits,
-    generation constrained to the candidates' titles."""
+                         response_cache: ResponseCache | None = None, max_new_tokens: int = 96,
+                         picks: int = 3) -> dict[str, object]:
+    """Chapter 4's generation modes: free generation (every backbone; answers of at most
+    `max_new_tokens`) and, with logits, generation constrained to the candidates' titles (`picks`
+    titles written, the rest in the retriever's order)."""
     rankers: dict[str, object] = {"generation (zero-shot)": rerank.GenerationReranker(
-        backend, corpus, matcher, response_cache=response_cache)}
+        backend, corpus, matcher, max_new_tokens=max_new_tokens, response_cache=response_cache)}
     if gives_logits(backend):
         rankers["constrained generation (zero-shot)"] = rerank.ConstrainedReranker(
-            backend, corpus, response_cache=response_cache)
+            backend, corpus, n=picks, response_cache=response_cache)
     return rankers
 
 
@@ -176,38 +123,6 @@ def example_prompt(setup: StudySetup, index: int = 0) -> str:
                                    [texts[c] for c in setup.candidates[index]])
 
 
-def tuned_backend(setup: StudySetup, config=None, n_train: int = 1000, seed: int = 0,
-                  progress: bool = False):
-    """Tune the pointwise reranker on `n_train` training conversations (or load the cached
-    adapter of an identical earlier run) and return (backend with the adapter, TuneResult)."""
-    from rar_lite import cache
-    from rar_lite.backends.llm_local import TransformersBackend
-    from rar_lite.reranking.tune import TuneConfig, tune_pointwise
-
-    config = config or TuneConfig(seed=seed)
-    examples = training_examples(setup, n_train, negatives=config.negatives, seed=seed)
-    key = cache.fingerprint(config.__dict__, [e.__dict__ for e in examples])
-    result = tune_pointwise(examples, config, cache.cache_dir() / "adapters" / f"pointwise-{key}",
-                            progress=progress)
-    return TransformersBackend(adapter=result.adapter), result
-
-
-def chapter_tuning(profile: str | profiles.Profile = profiles.FULL,
-                   sets: simulate.SimulatedSets | None = None, progress: bool = False):
-    """(backend, TuneResult) of chapter 4's tuned pointwise reranker at `profile`'s sizes, for
-    the later chapters; the adapter chapter 4 cached is reused."""
-    profile = profiles.get(profile)
-    study = study_setup(4, seed=0, profile=profile, sets=sets)
-    return tuned_backend(study, profile.tune, n_train=profile.tune_conversations,
-                         progress=progress)
-
-
-def chapter_backend(profile: str | profiles.Profile = profiles.FULL,
-                    sets: simulate.SimulatedSets | None = None, progress: bool = False):
-    """The backend of `chapter_tuning` alone."""
-    return chapter_tuning(profile, sets, progress)[0]
-
-
 def describe(table: pd.DataFrame, metric: str = "ndcg@10") -> str:
     """Plain sentences comparing each LLM reranker in `table` with chance, the retriever's order
     and its own words-removed ablation — written from the measured numbers, never assumed."""
@@ -232,24 +147,3 @@ def describe(table: pd.DataFrame, metric: str = "ndcg@10") -> str:
     return "\n".join(lines)
 
 
-def chapter_judge(served: object | None, profile: str | profiles.Profile = "full", seed: int = 0,
-                  progress: bool = False,
-                  data: tuple[object, list[Conversation] | None] | None = None
-                  ) -> tuple[realdata.RealRetrieval, real_reranker.DialogueReranker] | None:
-    """Chapter 4's real-seekers section: the retriever fitted on INSPIRED's dev dialogues (LRURec
-    `served` in the fusion) and the judge tuned on them, at `profile`'s sizes; None (with
-    `realdata.MISSING_DATA` printed) when INSPIRED is not here. `data`: (dataset, dev turns)
-    already loaded, e.g. by `realdata.chapter_inspired`, which has said why when they are absent."""
-    profile = profiles.get(profile)
-    inspired, dev = data if data is not None else realdata.load_inspired(load_corpus())
-    if inspired is None or not dev:
-        if data is None:
-            print(realdata.MISSING_DATA)
-        return None
-    dev = dev[:profile.dev_turns] if profile.dev_turns else dev
-    fit = realdata.fit(inspired.corpus, realdata.catalogue(inspired), served, dev, seed=seed,
-                       progress=progress)
-    judge = real_reranker.tune_on_dialogue(fit.fused(served, inspired.corpus), inspired.corpus,
-                                           fit.train, fit.selection, profile.dialogue, seed=seed,
-                                           response_cache=ResponseCache(), progress=progress)
-    return fit, judge
