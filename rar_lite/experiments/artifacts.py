@@ -106,10 +106,7 @@ def study_setup(n_conversations: int = 150, k: int | None = None, seed: int = 0,
     sets = sets or simulate.simulated_sets(corpus, seed=seed, progress=progress)
     served, _ = retriever.fit_retriever(sets.split, "lrurec", seed=seed, progress=progress,
                                         **profiles.get(profile).retriever_overrides())
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(len(sets.valid), size=min(n_conversations, len(sets.valid)),
-                               replace=False))
-    conversations = [sets.valid[i] for i in chosen]
+    conversations = sample_conversations(sets.valid, n_conversations, seed)
     candidates = rerank.candidate_sets(conversations, served.topk, k=k)
     return StudySetup(corpus, sets, served, conversations, candidates)
 
@@ -117,10 +114,7 @@ def study_setup(n_conversations: int = 150, k: int | None = None, seed: int = 0,
 def training_conversations(sets: simulate.SimulatedSets, n_conversations: int,
                            seed: int = 0) -> list[Conversation]:
     """The training conversations the pointwise reranker is tuned on (seeded, original order)."""
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(sets.train), size=min(n_conversations, len(sets.train)),
-                        replace=False)
-    return [sets.train[i] for i in sorted(chosen)]
+    return sample_conversations(sets.train, n_conversations, seed)
 
 
 def training_examples(setup: StudySetup, n_conversations: int, k: int = 20,

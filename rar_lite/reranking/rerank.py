@@ -75,6 +75,12 @@ def _by_scores(candidates: list[int], scores: np.ndarray) -> Ranking:
     return Ranking([candidates[i] for i in order], [float(scores[i]) for i in order])
 
 
+def conversation_rng(seed: int, conversation: Conversation) -> np.random.Generator:
+    """A generator seeded by `seed` and the conversation's id: the same draws for a
+    conversation whatever else is ranked, in any order or process."""
+    return np.random.default_rng([seed, zlib.crc32(conversation.conversation_id.encode())])
+
+
 class RandomOrder:
     """A random permutation per conversation (seeded): the chance level, measured."""
 
@@ -85,7 +91,7 @@ class RandomOrder:
 
     def rank(self, conversation: Conversation, candidates: Sequence[int]) -> Ranking:
         candidates = _check(candidates)
-        rng = np.random.default_rng([self.seed, zlib.crc32(conversation.conversation_id.encode())])
+        rng = conversation_rng(self.seed, conversation)
         return Ranking([candidates[i] for i in rng.permutation(len(candidates))])
 
 
@@ -243,7 +249,7 @@ class VerbalizerReranker(_LLMReranker):
 
     def orders(self, conversation: Conversation, k: int) -> list[np.ndarray]:
         """The candidate orders shown: the retriever's first, then seeded shuffles."""
-        rng = np.random.default_rng([self.seed, zlib.crc32(conversation.conversation_id.encode())])
+        rng = conversation_rng(self.seed, conversation)
         return [np.arange(k)] + [rng.permutation(k) for _ in range(self.permutations - 1)]
 
     def label_scores(self, conversation: Conversation, candidates: list[int],
@@ -508,7 +514,7 @@ def candidate_sets(conversations: list[Conversation], scores_fn, k: int = 20,
         pool = [int(i) for i in row]
         target = conversation.targets[0]
         if include_target and target not in pool:
-            rng = np.random.default_rng([seed, zlib.crc32(conversation.conversation_id.encode())])
+            rng = conversation_rng(seed, conversation)
             pool[int(rng.integers(len(pool)))] = target
         out.append(pool)
     return out
