@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import LATE, QUICK_BOOK, ROOT, run_chapter
+from conftest import LATE, QUICK_BOOK, ROOT, run_chapter, wait_for_chapters
 
 from rar_lite.book import build_book
 
@@ -115,6 +115,24 @@ def test_every_exercise_has_a_solution_whose_code_compiles(notebook: Path) -> No
         assert solution.strip(), f"exercise {number}: empty solution"
         for code in re.findall(r"```python\n(.*?)```", solution, re.S):
             compile(textwrap.dedent(code), f"{notebook} exercise {number}", "exec")
+
+def test_waiting_for_a_chapter(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The finishing tests' wait (conftest.wait_for_chapters): none for a chapter this session
+    does not run, none once it ran; a failed chapter, or one that never says, fails the waiter."""
+    this_test = request.node.nodeid.split("/")[-1]
+    wait_for_chapters(tmp_path, {"other": "test_book.py::not_collected"}, request.session,
+                      timeout=0)
+    status = tmp_path / "chapters" / "mine"
+    status.parent.mkdir()
+    status.write_text("ok")
+    wait_for_chapters(tmp_path, {"mine": this_test}, request.session, timeout=0)
+    status.write_text("failed")
+    with pytest.raises(pytest.fail.Exception, match="mine failed to execute"):
+        wait_for_chapters(tmp_path, {"mine": this_test}, request.session, timeout=0)
+    status.unlink()
+    with pytest.raises(pytest.fail.Exception, match=r"gave up waiting for \['mine'\]"):
+        wait_for_chapters(tmp_path, {"mine": this_test}, request.session, timeout=0)
+
 
 @pytest.fixture(scope="module")
 def staged_book() -> Path:
