@@ -73,12 +73,25 @@ def local_llm(session_cache: Path):
 
 # --- The book's notebooks, run by two test files on the two workers of `make test` -----------
 # tests/test_book.py executes chapters 1-6 (and chapter 6 without real data) in order on one
-# worker; tests/test_book_finish.py, scheduled last on the other worker (loadfile sends the files
-# with the fewest tests last), executes chapters 7-8 once chapter 5 is done, then builds the book
-# once every chapter is. The notebooks share one cache directory (`book_cache`), so each chapter
-# reuses what the earlier ones built whichever worker runs it; a chapter's test leaves a status
-# file there that the other file waits on. Run alone or without xdist, nothing waits for a
-# chapter that is not in the session.
+# worker; tests/test_book_finish.py, scheduled last on the other worker (the files go out in
+# collection order: `pytest_collection_modifyitems` below), executes chapters 7-8 once chapter 5
+# is done, then builds the book once every chapter is. The notebooks share one cache directory
+# (`book_cache`), so each chapter reuses what the earlier ones built whichever worker runs it; a
+# chapter's test leaves a status file there that the other file waits on. Run alone or without
+# xdist, nothing waits for a chapter that is not in the session.
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run tests/test_book.py's chapters first and tests/test_book_finish.py last: with
+    `--no-loadscope-reorder` (the Makefile), xdist hands out files in this order, so the chapter
+    chain starts at once on one worker and the finishing file waits on the other only after the
+    unit tests (the same order runs without xdist)."""
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return {"tests/test_book.py": 0, "tests/test_book_finish.py": 2}.get(path, 1)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
+
 
 #: Where the QUICK book is staged, executed and built (`make test` checks it in Chromium after).
 QUICK_BOOK = ROOT / "_build" / "quick" / "book"

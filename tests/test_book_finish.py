@@ -1,7 +1,7 @@
 """The book's last chapters and its build: chapters 7-8 executed in QUICK mode once chapter 5 is
 done, then the Jupyter Book build of the QUICK book once every chapter is (tests/test_book.py runs
 chapters 1-6 on the other worker of `make test`; tests/conftest.py says how they wait on each
-other). Four tests only, so pytest-xdist's loadfile schedule sends this file after the others."""
+other). tests/conftest.py collects this file last, so `make test` hands it out last."""
 
 import re
 from pathlib import Path
