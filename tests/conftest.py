@@ -34,9 +34,7 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     path = tmp_path_factory.mktemp("rar-lite-cache")
     if os.environ.get("PYTEST_XDIST_WORKER"):  # the de-quantised SmolLM2 is made once for both
-        shared = tmp_path_factory.getbasetemp().parent / "shared-models"  # (llm_local's lock)
-        shared.mkdir(exist_ok=True)
-        (path / "models").symlink_to(shared, target_is_directory=True)
+        _share_models(path, tmp_path_factory)  # (llm_local's lock)
     previous = os.environ.get("RAR_LITE_CACHE")
     os.environ["RAR_LITE_CACHE"] = str(path)
     yield path
@@ -105,14 +103,20 @@ def book_cache(session_cache: Path, tmp_path_factory: pytest.TempPathFactory) ->
     SmolLM2 of `shared-models`), else the session's own."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return session_cache
-    base = tmp_path_factory.getbasetemp().parent
-    path = base / "book-cache"
+    path = tmp_path_factory.getbasetemp().parent / "book-cache"
     path.mkdir(exist_ok=True)
-    try:
-        (path / "models").symlink_to(base / "shared-models", target_is_directory=True)
-    except FileExistsError:
-        pass  # the other worker made it
+    _share_models(path, tmp_path_factory)
     return path
+
+
+def _share_models(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`cache`/models as a link to the directory both xdist workers share."""
+    shared = tmp_path_factory.getbasetemp().parent / "shared-models"
+    shared.mkdir(exist_ok=True)
+    try:
+        (cache / "models").symlink_to(shared, target_is_directory=True)
+    except FileExistsError:
+        pass  # the other worker linked the shared cache already
 
 
 @pytest.fixture

@@ -40,14 +40,20 @@ class LoopSetup:
     run_directory: Path  # where its training run lives (identifies it)
 
 
+def lrurec(sets: simulate.SimulatedSets, seed: int, profile: str | profiles.Profile,
+           progress: bool = False) -> tuple[retriever.Retriever, retriever.TrainResult]:
+    """Chapter 3's LRURec on `sets`' split, trained with `seed` at `profile`'s epochs (cached)."""
+    return retriever.fit_retriever(sets.split, "lrurec", seed=seed, progress=progress,
+                                   **profiles.get(profile).retriever_overrides())
+
+
 def loop_setup(seed: int = 0, profile: str | profiles.Profile = profiles.FULL,
                progress: bool = False, sets: simulate.SimulatedSets | None = None) -> LoopSetup:
     """Data (seed 0; pass `sets` to reuse them) and the chapter-3 LRURec trained with `seed` at
     `profile`'s epochs (cached)."""
     corpus = load_corpus()
     sets = sets or simulate.simulated_sets(corpus, seed=DATA_SEED, progress=progress)
-    served, result = retriever.fit_retriever(sets.split, "lrurec", seed=seed, progress=progress,
-                                             **profiles.get(profile).retriever_overrides())
+    served, result = lrurec(sets, seed, profile, progress)
     return LoopSetup(corpus, sets, served, result.directory)
 
 
@@ -104,8 +110,7 @@ def study_setup(n_conversations: int = 150, k: int | None = None, seed: int = 0,
     k = k or profiles.get(profile).k
     corpus = load_corpus()
     sets = sets or simulate.simulated_sets(corpus, seed=seed, progress=progress)
-    served, _ = retriever.fit_retriever(sets.split, "lrurec", seed=seed, progress=progress,
-                                        **profiles.get(profile).retriever_overrides())
+    served, _ = lrurec(sets, seed, profile, progress)
     conversations = sample_conversations(sets.valid, n_conversations, seed)
     candidates = rerank.candidate_sets(conversations, served.topk, k=k)
     return StudySetup(corpus, sets, served, conversations, candidates)
