@@ -7,8 +7,9 @@ interpolation weight chosen on the selection dialogues), then — once — score
 (He et al.'s pairs, every turn, the fused retriever's top 20):
 
 - popularity; the fused retriever's order; the untuned judge alone; the tuned judge alone; the
-  tuned judge interpolated with the retriever at the dev-chosen weight (the full pipeline), on
-  all pairs and on new targets only (He et al.'s two conditions);
+  tuned judge interpolated with the retriever at the dev-chosen weight (the full pipeline); the
+  zero-shot title likelihood (`rerank.TitleReranker`) alone and interpolated at its own
+  dev-chosen weight; on all pairs and on new targets only (He et al.'s two conditions);
 - paired differences against the retriever's order, and the full pipeline against popularity
   (bootstrap 95% intervals and sign-flip p-values, `stats.paired_test`).
 
@@ -39,6 +40,7 @@ from rar_lite.reranking.rerank import (
     InterpolatedReranker,
     PointwiseReranker,
     RetrieverOrder,
+    TitleReranker,
 )
 from rar_lite.reranking.tune import TuneConfig
 
@@ -87,11 +89,19 @@ def main() -> None:
     untuned = PointwiseReranker(TransformersBackend(), inspired.corpus, responses,
                                 context=args.context)
     blended = f"tuned judge, weight {tuned.weight:g}"
+    title = TitleReranker(TransformersBackend(), inspired.corpus, responses)
+    title_weight, title_table = realdata.choose_rerank_weight(title, retriever, fit.selection,
+                                                              k=config.k, progress=True)
+    print(f"\ntitle likelihood, interpolation on selection\n{title_table.round(4)}\n"
+          f"chosen weight {title_weight}")
+    titled = f"title likelihood, weight {title_weight:g}"
     popularity = fit.fused(None, inspired.corpus, realdata.POPULARITY_ONLY, exclude_history=True)
     systems = {"popularity": (popularity, RetrieverOrder()),
                "retriever order": (retriever, RetrieverOrder()),
                "untuned judge alone": (retriever, untuned), "tuned judge alone": (retriever, judge),
-               blended: (retriever, InterpolatedReranker(judge, tuned.weight))}
+               blended: (retriever, InterpolatedReranker(judge, tuned.weight)),
+               "title likelihood alone": (retriever, title),
+               titled: (retriever, InterpolatedReranker(title, title_weight))}
     runs, seconds = {}, {}
     for name, (source, reranker) in systems.items():
         began = time.perf_counter()
@@ -111,7 +121,8 @@ def main() -> None:
               f"{tables[condition].round(4)}")
     paired = {}
     comparisons = [(name, "retriever order") for name in systems
-                   if name not in ("popularity", "retriever order")] + [(blended, "popularity")]
+                   if name not in ("popularity", "retriever order")] + [
+        (blended, "popularity"), (titled, blended)]
     for a, b in comparisons:
         for metric in ("ndcg@10", "recall@10"):
             test_ = stats.paired_test(runs[a][metric].to_numpy(), runs[b][metric].to_numpy(),
@@ -126,6 +137,8 @@ def main() -> None:
            "chosen_weight": tuned.weight,
            "selection_steps": json.loads(tuned.steps_table.to_json(orient="index")),
            "selection_weights": json.loads(tuned.weight_table.to_json(orient="index")),
+           "title_weight": title_weight,
+           "title_selection_weights": json.loads(title_table.to_json(orient="index")),
            "test": {c: json.loads(t.to_json(orient="index")) for c, t in tables.items()},
            "paired": paired,
            "seconds_per_conversation": seconds}

@@ -71,7 +71,7 @@ def test_labels_of_local_models() -> None:
 
 
 @pytest.mark.parametrize("reranker", [rerank.PointwiseReranker, rerank.VerbalizerReranker,
-                                      rerank.ConstrainedReranker])
+                                      rerank.ConstrainedReranker, rerank.TitleReranker])
 def test_logit_modes_refuse_an_api_model_and_name_what_works(reranker, monkeypatch) -> None:
     api = llm_api.OpenAIChatBackend(model="m", base_url="http://127.0.0.1:9/v1", api_key="k")
     with pytest.raises(llm.LLMError, match="needs next-token logits.*generation mode"):

@@ -241,6 +241,41 @@ def test_shared_prefix_scoring_equals_full_prompts(corpus, items) -> None:
     assert rerank.shared_prefix(["abc", "abd"]) == "" and rerank.shared_prefix(["x\ny"]) == ""
 
 
+def test_suffix_log_probs_equal_one_full_pass_each() -> None:
+    exact = llm_local.TransformersBackend(dtype="float32")
+    prefix = exact.chat_prompt("Name one heist movie.", system=prompts.TITLE_SYSTEM)
+    suffixes = ["Heat (1995)", "Toy Story (1995)", "A", "The Usual Suspects (1995)"]
+    sums, counts = exact.suffix_log_probs(prefix, suffixes, batch_size=3)  # padding, 2 batches
+    encode = exact.tokenizer
+    head = encode(prefix, add_special_tokens=False)["input_ids"]
+    for suffix, total, count in zip(suffixes, sums, counts):
+        tail = encode(suffix, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = exact.lm(input_ids=torch.tensor([head + tail])).logits[0].float()
+        logp = torch.log_softmax(logits[len(head) - 1:-1], -1)  # the positions that predict tail
+        assert count == len(tail)
+        assert total == pytest.approx(float(logp[torch.arange(len(tail)), tail].sum()), abs=1e-3)
+    assert (sums < 0).all()
+    with pytest.raises(ValueError, match="at least one token"):
+        exact.suffix_log_probs(prefix, ["Heat", ""])
+
+
+def test_title_reranker_scores_mean_title_log_probs(backend, corpus, items,
+                                                    tmp_path: Path) -> None:
+    responses = llm.ResponseCache(tmp_path / "r.sqlite")
+    ranker = rerank.TitleReranker(backend, corpus, responses)
+    ranking = ranker.rank(conversation("I loved Heat, any other crime thrillers?"), items)
+    assert sorted(ranking.items) == sorted(items)
+    assert ranking.scores == sorted(ranking.scores, reverse=True)
+    prompt = ranker.prompt(conversation("I loved Heat, any other crime thrillers?"))
+    assert prompt.endswith("assistant\n") and "Heat" in prompt
+    titles = [ranker.titles[i] for i in ranking.items]
+    sums, counts = backend.suffix_log_probs(prompt, titles)
+    assert ranking.scores == pytest.approx((sums / counts).tolist(), abs=1e-4)
+    again = ranker.rank(conversation("I loved Heat, any other crime thrillers?"), items)
+    assert again.items == ranking.items and responses.hits == len(items)
+
+
 def test_local_token_counts_follow_the_tokenizer(backend) -> None:
     prompt = "Name one heist movie."
     before = backend.usage.copy()

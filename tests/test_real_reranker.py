@@ -184,3 +184,25 @@ def test_chapter_inspired_follows_the_datasets_parameter(corpus, monkeypatch, ca
         realdata.chapter_inspired(corpus, ["inspird"])
     with pytest.raises(ValueError, match="a list of names"):
         realdata.chapter_inspired(corpus, "inspired")
+
+
+def test_title_check_extremes_are_the_retriever_and_the_title_likelihood(corpus, items,
+                                                                         tmp_path: Path) -> None:
+    selection = [_turn("s1", "a crime movie with a twist, like Heat", (items[3],)),
+                 _turn("s2", "an animated movie about toys", (items[1],))]
+    retriever = _Listed(items)
+    backend = TransformersBackend()
+    check = real_reranker.title_check(retriever, corpus, selection, k=5, backend=backend,
+                                      response_cache=ResponseCache(tmp_path / "r.sqlite"))
+    table = check.table["ndcg@10"]
+    assert check.weight in table.index and table.loc[check.weight] == table.max()
+    # weight 0: the retriever's order (targets 4th and 2nd of the list)
+    assert table.loc[0.0] == pytest.approx((1 / np.log2(5) + 1 / np.log2(3)) / 2)
+    alone = rerank.TitleReranker(backend, corpus)  # weight 1: the title likelihood's own order
+    ranks = [alone.rank(c, items[:5]).items.index(c.targets[0]) for c in selection]
+    assert table.loc[1.0] == pytest.approx(np.mean([1 / np.log2(r + 2) for r in ranks]))
+    assert check.paired["n"] == 2
+    assert check.paired["diff"] == pytest.approx(table.loc[check.weight] - table.loc[0.0])
+    text = check.describe(len(selection))
+    assert text.startswith("On 2 dev selection turns") and f"{table.loc[1.0]:.3f}" in text
+    assert ("95% CI" in text) == (check.weight > 0)

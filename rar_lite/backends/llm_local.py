@@ -5,7 +5,8 @@ de-quantised once into a normal safetensors copy in the cache (`smollm2_path()`)
 in a fraction of a second. Any model id or local path works too, on CPU or CUDA, in bf16 where the
 CPU supports it. Batches are left-padded with explicit position ids; `last_logits` computes only
 the last position's logits, in fp32 from the final hidden state (bf16 logits are rounded to 1/8
-and tie); `prefix_last_logits` encodes a shared prefix once. A LoRA adapter is merged for
+and tie); `prefix_last_logits` encodes a shared prefix once, and so does `suffix_log_probs`,
+which scores whole continuations (a candidate's title). A LoRA adapter is merged for
 inference and the merged weights cached (`load_merged`).
 """
 
@@ -265,6 +266,54 @@ class TransformersBackend:
                                  logits_to_keep=1).hidden_states[-1][:, -1]
                 out.append(self._head(hidden, tokens))
         return torch.cat(out)
+
+    def suffix_log_probs(self, prefix: str, suffixes: Sequence[str],
+                         batch_size: int = 20) -> tuple[Any, Any]:
+        """Log-probability of each suffix written after `prefix` (already chat-formatted): the
+        sum over the suffix's tokens of log p(token | prefix, earlier suffix tokens), and the
+        token count, as two float arrays. Prefix and suffix are tokenized apart (the suffix is
+        scored as the tokens it has on its own); the prefix is encoded once and its key/value
+        cache shared by every suffix."""
+        import copy
+
+        import numpy as np
+        import torch
+
+        encode = self.tokenizer
+        head_ids = encode(prefix, add_special_tokens=False)["input_ids"]
+        tails = [encode(s, add_special_tokens=False)["input_ids"] for s in suffixes]
+        if not head_ids or any(not t for t in tails):
+            raise ValueError("the prefix and every suffix need at least one token")
+        self.usage.add(len(head_ids) + sum(map(len, tails)), requests=len(tails))
+        sums = np.zeros(len(tails))
+        with torch.no_grad():
+            out = self.lm(input_ids=torch.tensor([head_ids], device=self.device),
+                          use_cache=True, output_hidden_states=True, logits_to_keep=1)
+            shared = out.cache
+            first = torch.log_softmax(self._head(out.hidden_states[-1][0, -1:]), -1)[0]
+            for start in range(0, len(tails), batch_size):
+                chunk = tails[start:start + batch_size]
+                width = max(map(len, chunk))
+                ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for row, tail in enumerate(chunk):  # right padding: the suffix follows the prefix
+                    ids[row, :len(tail)] = torch.tensor(tail)
+                    mask[row, :len(tail)] = 1
+                past = copy.deepcopy(shared)
+                past.batch_repeat_interleave(len(chunk))
+                attention = torch.cat([torch.ones((len(chunk), len(head_ids)),
+                                                  dtype=torch.long), mask], dim=1)
+                positions = len(head_ids) + torch.arange(width).expand(len(chunk), width)
+                hidden = self.lm(input_ids=ids.to(self.device),
+                                 attention_mask=attention.to(self.device),
+                                 position_ids=positions.to(self.device), cache=past,
+                                 output_hidden_states=True).hidden_states[-1]
+                logp = torch.log_softmax(self._head(hidden), -1)  # (B, width, vocab), fp32
+                for row, tail in enumerate(chunk):
+                    after = torch.tensor(tail[1:], dtype=torch.long)
+                    later = logp[row, torch.arange(len(tail) - 1), after]
+                    sums[start + row] = float(first[tail[0]] + later.sum())
+        return sums, np.array([len(t) for t in tails], dtype=float)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 64,
                  temperature: float = 0.0, batch_size: int = 4, prefix: str = "") -> list[str]:

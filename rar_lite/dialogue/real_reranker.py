@@ -19,6 +19,10 @@ The number of steps (a snapshot, or the untuned model as step 0) is chosen on th
 dialogues by the reranker's NDCG@10 *alone* over the retriever's top `k`; its interpolation weight
 with the retriever then by `realdata.choose_rerank_weight` on the same dialogues. No test split
 is read.
+
+`title_check` asks the other question a small LLM can answer without tuning: does it know which
+*films* go with such a dialogue? The untuned model scores each candidate by its likelihood of
+answering with the title (`rerank.TitleReranker`), alone and blended, on the same selection turns.
 """
 
 from __future__ import annotations
@@ -28,14 +32,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from rar_lite import cache
+from rar_lite import cache, stats
 from rar_lite.backends.llm import ResponseCache
 from rar_lite.backends.llm_local import TransformersBackend
 from rar_lite.data.conversations import Conversation
 from rar_lite.dialogue import realdata
 from rar_lite.loop import pipeline
 from rar_lite.reranking import prompts
-from rar_lite.reranking.rerank import PointwiseReranker
+from rar_lite.reranking.rerank import (
+    InterpolatedReranker,
+    PointwiseReranker,
+    TitleReranker,
+)
 from rar_lite.reranking.tune import (
     Example,
     TuneConfig,
@@ -198,3 +206,42 @@ def describe(judge: DialogueReranker, n_selection: int) -> str:
         lines.append(f"Blended with the retriever at weight {judge.weight:g}, NDCG@10 "
                      f"{weights.loc[judge.weight]:.3f} ({weights.loc[judge.weight] - order:+.3f}).")
     return "\n".join(lines)
+
+
+@dataclass
+class TitleCheck:
+    """The zero-shot title likelihood on the selection turns: its chosen interpolation weight,
+    the table per weight (0: the retriever's order, 1: the title likelihood alone), and the
+    paired test (`stats.paired_test`, NDCG@10 per pair) of the chosen weight against weight 0."""
+
+    weight: float
+    table: pd.DataFrame
+    paired: dict[str, float]
+
+    def describe(self, n_selection: int) -> str:
+        """What the table says, in sentences computed from it."""
+        ndcg = self.table["ndcg@10"]
+        order, alone = ndcg.loc[0.0], ndcg.loc[1.0]
+        line = (f"On {n_selection} dev selection turns, the untuned model's title likelihood "
+                f"alone has NDCG@10 {alone:.3f} against the retriever's order {order:.3f} "
+                f"({alone - order:+.3f}).")
+        if self.weight == 0.0:
+            return line + " No blending weight beat the retriever's order there (weight 0)."
+        return (line + f" Blended at weight {self.weight:g} (chosen on these turns): " +
+                stats.describe_paired(self.paired, "blend", "retriever's order") +
+                " The weight was chosen on the same turns, so the interval flatters it.")
+
+
+def title_check(retriever: object, corpus: pd.DataFrame, selection: list[Conversation],
+                k: int = 20, backend: TransformersBackend | None = None,
+                response_cache: ResponseCache | None = None,
+                progress: bool = False, seed: int = 0) -> TitleCheck:
+    """The untuned model's title likelihood (`rerank.TitleReranker`) over `retriever`'s top `k`
+    on the `selection` turns, its interpolation weight chosen there."""
+    title = TitleReranker(backend or TransformersBackend(), corpus,
+                          response_cache or ResponseCache())
+    weight, table = realdata.choose_rerank_weight(title, retriever, selection, k=k,
+                                                  progress=progress)
+    per_pair = [pipeline.run_pipeline(retriever, InterpolatedReranker(title, w), selection,
+                                      k=k).per_pair["ndcg@10"].to_numpy() for w in (weight, 0.0)]
+    return TitleCheck(weight, table, stats.paired_test(*per_pair, seed=seed))

@@ -10,6 +10,8 @@
   ("request", chapter 4's simulated requests) or the latest turns of both speakers ("dialogue":
   real seekers answer the recommender's questions, so the question matters).
 - `open_prompt`: the conversation alone, for an LLM recommending without retrieval.
+- `title_prompt`: the latest turns and a request for one title; the title reranker scores how
+  likely the model is to answer with each candidate's title.
 
 The conversation is truncated to a budget of words, oldest turns first; candidates are never
 dropped.
@@ -52,6 +54,14 @@ Movie: {movie}"""
 CONTEXTS: dict[str, str] = {"request": POINTWISE, "dialogue": POINTWISE_DIALOGUE}
 #: Word budget of the "dialogue" context (the latest turns of both speakers).
 DIALOGUE_WORDS = 120
+
+#: The title reranker's system prompt and question (its answer is scored, not generated).
+TITLE_SYSTEM = "You are a movie recommender."
+TITLE = """Here is a conversation between a movie seeker and a recommender.
+
+{conversation}
+
+Recommend the one movie the seeker would like now: its title and year only."""
 
 OPEN = """Here is a conversation between a movie seeker and a recommender.
 
@@ -122,3 +132,8 @@ def open_prompt(conversation: Conversation, n: int = 10,
                 max_words: int = CONVERSATION_WORDS) -> str:
     """The conversation alone: the LLM recommends from memory (no retrieval)."""
     return OPEN.format(conversation=conversation_text(conversation, max_words), n=n)
+
+
+def title_prompt(conversation: Conversation, max_words: int = DIALOGUE_WORDS) -> str:
+    """The latest turns of both speakers and a request for one title (`TITLE`)."""
+    return TITLE.format(conversation=conversation_text(conversation, max_words))

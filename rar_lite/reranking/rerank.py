@@ -15,12 +15,14 @@ named that are not candidates (`outside`).
   listed candidates go first, the rest keep the retriever's order.
 - `ConstrainedReranker`: greedy decoding restricted to a prefix tree of the candidates' titles, so
   the model can only write candidate titles (no hallucination by construction).
+- `TitleReranker`: the likelihood of the LLM answering the conversation with each candidate's
+  title (per token): what the model knows of the films, with no card to read.
 - `PointwiseReranker`: one short yes/no prompt per candidate, scored by logit(yes) - logit(no):
   no position bias by construction, and the mode a small model can be taught
   (`rar_lite.reranking.tune`).
 
 The LLM rerankers take any backend (`rar_lite.backends.backbones`); those that read next-token
-logits (verbalizer, constrained, pointwise) refuse an API model and say which modes work instead.
+logits (verbalizer, constrained, title, pointwise) refuse an API model and say which modes work instead.
 LLM calls go through `rar_lite.backends.llm.ResponseCache` when one is given.
 """
 
@@ -408,6 +410,56 @@ def rank_from_answer(raw: str, candidates: list[int], matcher: TitleMatcher) -> 
     return Ranking(items, None, failure, raw, listed, hallucinated, outside)
 
 
+def titles(corpus: pd.DataFrame) -> pd.Series:
+    """item_id -> "Title (year)" (the title alone when the year is unknown)."""
+    return corpus.set_index("item_id").apply(
+        lambda r: f"{r['title']} ({int(r['year'])})" if pd.notna(r["year"]) else r["title"],
+        axis=1)
+
+
+class TitleReranker(_LLMReranker):
+    """Score each candidate by the mean per-token log-probability that the LLM, asked for one
+    movie after the conversation (`prompts.title_prompt`), answers with its "Title (year)".
+
+    No card is read: the score is what the model itself associates with the dialogue, which
+    the retriever's cards may not hold. The per-token mean (rather than the sum, which favours
+    short titles) was chosen on INSPIRED's dev selection dialogues. One forward pass of the
+    conversation, then the titles (~10 tokens each) against its key/value cache.
+    """
+
+    name = "title likelihood"
+
+    def __init__(self, backend: TransformersBackend, corpus: pd.DataFrame,
+                 response_cache: ResponseCache | None = None, batch_size: int = 20) -> None:
+        super().__init__(backend, corpus, response_cache)
+        self.titles = titles(corpus)
+        self.batch_size = batch_size
+
+    def prompt(self, conversation: Conversation) -> str:
+        return self.backend.chat_prompt(prompts.title_prompt(conversation),
+                                        system=prompts.TITLE_SYSTEM)
+
+    def rank(self, conversation: Conversation, candidates: Sequence[int]) -> Ranking:
+        candidates = _check(candidates)
+        if not candidates:
+            return Ranking([], None, "no candidates")
+        prompt = self.prompt(conversation)
+        texts = [prompt + self.titles[c] for c in candidates]
+
+        def compute(asked: list[str]) -> list[float]:
+            sums, counts = self.backend.suffix_log_probs(
+                prompt, [t[len(prompt):] for t in asked], batch_size=self.batch_size)
+            return (sums / counts).tolist()
+
+        if self.cache is None:
+            scores = compute(texts)
+        else:  # one entry per (conversation, title), as the pointwise judge
+            scores = self.cache.get_or_compute_each(
+                {"backend": self.backend.name, "model": self.backend.model, "kind": "title"},
+                texts, compute)
+        return _by_scores(candidates, np.array(scores, dtype=float))
+
+
 class ConstrainedReranker(_LLMReranker):
     """Greedy decoding through a prefix tree of candidate titles: only candidates can be written.
 
@@ -421,9 +473,7 @@ class ConstrainedReranker(_LLMReranker):
     def __init__(self, backend: TransformersBackend, corpus: pd.DataFrame, n: int = 3,
                  response_cache: ResponseCache | None = None) -> None:
         super().__init__(backend, corpus, response_cache)
-        self.titles = corpus.set_index("item_id").apply(
-            lambda r: f"{r['title']} ({int(r['year'])})" if pd.notna(r["year"]) else r["title"],
-            axis=1)
+        self.titles = titles(corpus)
         self.n = n
 
     def rank(self, conversation: Conversation, candidates: Sequence[int]) -> Ranking:
