@@ -22,7 +22,8 @@ named that are not candidates (`outside`).
   (`rar_lite.reranking.tune`).
 
 The LLM rerankers take any backend (`rar_lite.backends.backbones`); those that read next-token
-logits (verbalizer, constrained, title, pointwise) refuse an API model and say which modes work instead.
+logits (verbalizer, constrained, title, pointwise) refuse an API model and say which modes work
+instead.
 LLM calls go through `rar_lite.backends.llm.ResponseCache` when one is given.
 """
 
