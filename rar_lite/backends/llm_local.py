@@ -223,6 +223,32 @@ class TransformersBackend:
                 out.append(self._head(hidden, tokens))
         return torch.cat(out)
 
+    def _after_prefix(self, shared: Any, prefix_length: int, tails: Sequence[list[int]],
+                      left_pad: bool) -> Any:
+        """Final hidden states (B, width, d) of the token lists `tails`, each continuing a prefix
+        of `prefix_length` tokens whose key/value cache is `shared` (copied, not changed).
+        Padded on the left (every row's last position is its last token) or on the right
+        (row r's positions 0..len-1 are its tokens); pads are masked out."""
+        import copy
+
+        import torch
+
+        width = max(map(len, tails))
+        ids = torch.full((len(tails), width), self.tokenizer.pad_token_id)
+        mask = torch.zeros((len(tails), width), dtype=torch.long)
+        for row, tail in enumerate(tails):
+            span = slice(width - len(tail), width) if left_pad else slice(0, len(tail))
+            ids[row, span] = torch.tensor(tail)
+            mask[row, span] = 1
+        positions = prefix_length + (mask.cumsum(1) - 1).clamp(min=0)
+        past = copy.deepcopy(shared)
+        past.batch_repeat_interleave(len(tails))
+        attention = torch.cat([torch.ones((len(tails), prefix_length), dtype=torch.long), mask],
+                              dim=1)
+        return self.lm(input_ids=ids.to(self.device), attention_mask=attention.to(self.device),
+                       position_ids=positions.to(self.device), cache=past,
+                       output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+
     def prefix_last_logits(self, prefix: str, suffixes: Sequence[str],
                            batch_size: int = 20, tokens: Sequence[int] | None = None) -> Any:
         """`last_logits([prefix + s for s in suffixes])`, with the shared prefix encoded once and
@@ -230,8 +256,6 @@ class TransformersBackend:
 
         Falls back to `last_logits` when the prefix and suffix do not tokenize apart exactly as
         they do together (so the result never depends on the shortcut)."""
-        import copy
-
         import torch
 
         encode = self.tokenizer
@@ -247,24 +271,9 @@ class TransformersBackend:
             shared = self.lm(input_ids=torch.tensor([head_ids], device=self.device),
                              use_cache=True).cache
             for start in range(0, len(tails), batch_size):
-                chunk = tails[start:start + batch_size]
-                width = max(map(len, chunk))
-                ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for row, tail in enumerate(chunk):  # left padding between prefix and suffix
-                    ids[row, width - len(tail):] = torch.tensor(tail)
-                    mask[row, width - len(tail):] = 1
-                positions = len(head_ids) + (mask.cumsum(1) - 1).clamp(min=0)
-                past = copy.deepcopy(shared)
-                past.batch_repeat_interleave(len(chunk))
-                attention = torch.cat([torch.ones((len(chunk), len(head_ids)),
-                                                  dtype=torch.long), mask], dim=1)
-                hidden = self.lm(input_ids=ids.to(self.device),
-                                 attention_mask=attention.to(self.device),
-                                 position_ids=positions.to(self.device), cache=past,
-                                 output_hidden_states=True,
-                                 logits_to_keep=1).hidden_states[-1][:, -1]
-                out.append(self._head(hidden, tokens))
+                hidden = self._after_prefix(shared, len(head_ids),
+                                            tails[start:start + batch_size], left_pad=True)
+                out.append(self._head(hidden[:, -1], tokens))
         return torch.cat(out)
 
     def suffix_log_probs(self, prefix: str, suffixes: Sequence[str],
@@ -274,8 +283,6 @@ class TransformersBackend:
         token count, as two float arrays. Prefix and suffix are tokenized apart (the suffix is
         scored as the tokens it has on its own); the prefix is encoded once and its key/value
         cache shared by every suffix."""
-        import copy
-
         import numpy as np
         import torch
 
@@ -293,21 +300,7 @@ class TransformersBackend:
             first = torch.log_softmax(self._head(out.hidden_states[-1][0, -1:]), -1)[0]
             for start in range(0, len(tails), batch_size):
                 chunk = tails[start:start + batch_size]
-                width = max(map(len, chunk))
-                ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for row, tail in enumerate(chunk):  # right padding: the suffix follows the prefix
-                    ids[row, :len(tail)] = torch.tensor(tail)
-                    mask[row, :len(tail)] = 1
-                past = copy.deepcopy(shared)
-                past.batch_repeat_interleave(len(chunk))
-                attention = torch.cat([torch.ones((len(chunk), len(head_ids)),
-                                                  dtype=torch.long), mask], dim=1)
-                positions = len(head_ids) + torch.arange(width).expand(len(chunk), width)
-                hidden = self.lm(input_ids=ids.to(self.device),
-                                 attention_mask=attention.to(self.device),
-                                 position_ids=positions.to(self.device), cache=past,
-                                 output_hidden_states=True).hidden_states[-1]
+                hidden = self._after_prefix(shared, len(head_ids), chunk, left_pad=False)
                 logp = torch.log_softmax(self._head(hidden), -1)  # (B, width, vocab), fp32
                 for row, tail in enumerate(chunk):
                     after = torch.tensor(tail[1:], dtype=torch.long)

@@ -229,6 +229,15 @@ class _LLMReranker:
         self.texts = corpus.set_index("item_id")["text"]
         self.cache = response_cache
 
+    def _each(self, kind: str, prompt_texts: list[str], compute) -> list:
+        """`compute(texts)` (one value per text) through the response cache, one entry per
+        text: candidates that several sets or calls share are scored once."""
+        if self.cache is None:
+            return list(compute(prompt_texts))
+        return self.cache.get_or_compute_each(
+            {"backend": self.backend.name, "model": self.backend.model, "kind": kind},
+            prompt_texts, compute)
+
     def _cached(self, kind: str, prompt_texts: list[str], compute) -> list:
         if self.cache is None:
             return compute()
@@ -315,13 +324,8 @@ class PointwiseReranker(_LLMReranker):
                 tokens=(self.yes, self.no))  # the two logits it reads, not all 49k
             return (logits[:, 0] - logits[:, 1]).tolist()
 
-        if self.cache is None:
-            scores = compute(texts)
-        else:  # one cache entry per (request, candidate): sets that overlap share the work
-            scores = self.cache.get_or_compute_each(
-                {"backend": self.backend.name, "model": self.backend.model, "kind": "pointwise"},
-                texts, compute)
-        return _by_scores(candidates, np.array(scores, dtype=float))
+        return _by_scores(candidates, np.array(self._each("pointwise", texts, compute),
+                                               dtype=float))
 
     def rank_sets(self, conversation: Conversation,
                   sets: Sequence[Sequence[int]]) -> list[Ranking]:
@@ -452,13 +456,8 @@ class TitleReranker(_LLMReranker):
                 prompt, [t[len(prompt):] for t in asked], batch_size=self.batch_size)
             return (sums / counts).tolist()
 
-        if self.cache is None:
-            scores = compute(texts)
-        else:  # one entry per (conversation, title), as the pointwise judge
-            scores = self.cache.get_or_compute_each(
-                {"backend": self.backend.name, "model": self.backend.model, "kind": "title"},
-                texts, compute)
-        return _by_scores(candidates, np.array(scores, dtype=float))
+        return _by_scores(candidates, np.array(self._each("title", texts, compute),
+                                               dtype=float))
 
 
 class ConstrainedReranker(_LLMReranker):
