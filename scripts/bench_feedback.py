@@ -1,19 +1,20 @@
-"""The feedback loop on the conversation-aware retriever: arms (a)-(e) of
+"""The feedback loop on the conversation-aware retriever: arms (a)-(g) of
 `rar_lite.experiments.loop_arms`.
 
 Per dataset (`simulated`; `inspired` when RAR_LITE_INSPIRED_DIR and RAR_LITE_INSPIRED_DEV_DIR
 point at the data): RAR-SFT, SFT + cross-entropy on the loop conversations, the DPO loop from
 each, and the shuffled-reward control, on the same seeds; the full pipeline's and the
-retriever's NDCG@10 on held-out test conversations, the paired differences c-a, d-b, e-a with
+retriever's NDCG@10 on held-out test conversations, the paired differences c-a, d-b, e-a (and
+the distillation arms' f-a, g-a) with
 bootstrap 95% intervals, and the per-round diagnostics. Every choice (round, epoch, reranker
 weight) is made on the selection conversations; the test split is only scored.
 
     .venv/bin/python scripts/bench_feedback.py [--seeds 0 1 2] [--datasets simulated inspired]
-        [--out results/bench_feedback.json]
+        [--arms a b c d e f g] [--out results/bench_feedback.json]
 
 FILE (JSON): per dataset, per arm {"ndcg@10": mean, "retriever ndcg@10": mean, ...}, and under
-"diffs" {"c-a" | "d-b" | "e-a": {"mean": x, "ci95": [lo, hi]}} as fractions of the second arm's
-mean (the full pipeline; the retriever alone under diffs["retriever"]).
+"diffs" {"c-a" | "d-b" | "e-a" | "f-a" | "g-a": {"mean": x, "ci95": [lo, hi]}} as fractions of
+the second arm's mean (the full pipeline; the retriever alone under diffs["retriever"]).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["simulated", "inspired"],
                         choices=["simulated", "inspired"])
     parser.add_argument("--rounds", type=int, default=head_loop.HeadLoopConfig().rounds)
+    parser.add_argument("--arms", nargs="+", default=list(loop_arms.ARMS),
+                        choices=list(loop_arms.ARMS), help="arm a is always run")
     parser.add_argument("--profile", default="full", choices=sorted(profiles.PROFILES),
                         help="sizes (quick: tiny, checks the wiring)")
     parser.add_argument("--out", type=Path, default=Path("results/bench_feedback.json"))
@@ -60,7 +63,8 @@ def main() -> None:
             continue
         print(f"{name}: loop {len(setup.loop)}, selection {len(setup.selection)}, "
               f"test {len(setup.test)} conversations; {setup.notes}", flush=True)
-        result = loop_arms.run_arms(setup, tuple(args.seeds), config, progress=True)
+        result = loop_arms.run_arms(setup, tuple(args.seeds), config, progress=True,
+                                    arms=tuple(args.arms))
         table, diffs = loop_arms.arms_table(result)
         curves = loop_arms.loop_curves(result)
         print(table.round(4).to_string())

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -196,6 +197,56 @@ def test_beta_to_zero_leaves_the_head_unchanged(world: dict, tmp_path) -> None:
     assert moved[1] < 1e-6
 
 
+def test_distillation_targets_follow_the_llm_and_the_control_shuffles_them(world: dict) -> None:
+    data = _data(world)
+    config = head_loop.HeadLoopConfig(objective="distill", judge_temperature=0.5)
+    soft = head_loop.judge_targets(data, config).numpy()
+    assert soft.shape == data.pools.shape
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-5)
+    for n in range(len(data)):  # the same order as the LLM's scores
+        assert np.array_equal(np.argsort(-soft[n], kind="stable"),
+                              np.argsort(-data.judge[n], kind="stable"))
+    z = fusion.standardise(data.judge.astype("float64"))[0]
+    expected = np.exp(z / 0.5) / np.exp(z / 0.5).sum()
+    np.testing.assert_allclose(soft[0], expected, rtol=1e-5)
+    shuffled = head_loop.judge_targets(data, head_loop.HeadLoopConfig(
+        objective="distill", shuffle_rewards=True)).numpy()
+    np.testing.assert_allclose(np.sort(shuffled, axis=1), np.sort(soft, axis=1), rtol=1e-6)
+    assert not np.allclose(shuffled, soft)
+
+
+def test_agreement_is_one_when_the_retriever_ranks_the_pool_as_the_llm(world: dict) -> None:
+    data = _data(world)
+    with torch.no_grad():
+        mine = data.scorer(None, columns=torch.from_numpy(data.pools)).numpy()
+    same = replace(data, judge=mine * 2.0 + 1.0)
+    assert head_loop.agreement(same, None) == pytest.approx(1.0)
+    reverse = replace(data, judge=-mine)
+    assert head_loop.agreement(reverse, None) == pytest.approx(-1.0)
+
+
+def test_distillation_teaches_the_llm_ranking_and_keeps_the_best_round(
+        world: dict, tmp_path) -> None:
+    data = _data(world)  # the oracle judge: the target first
+    select = _select(world, data)
+    config = head_loop.HeadLoopConfig(rounds=3, objective="distill", lr=0.05, epochs=3,
+                                      batch_size=8)
+    start = dense.QueryHead(DIM)
+    result = head_loop.run(start, data, config, tmp_path / "distill", select)
+    history = result.history
+    assert list(history.index) == [0, 1, 2, 3]
+    assert {"distill loss", "agreement", "selection"} <= set(history.columns)
+    assert "pair share" not in history.columns  # no sets are drawn
+    assert history.loc[3, "distill loss"] < history.loc[1, "distill loss"]
+    assert history.loc[3, "agreement"] > history.loc[0, "agreement"]
+    assert history["selection"].max() > history.loc[0, "selection"]
+    assert result.best_round == int(history["selection"].idxmax())
+    assert torch.count_nonzero(start.delta) == 0
+    again = head_loop.run(dense.QueryHead(DIM), data, config, tmp_path / "again", select)
+    pd.testing.assert_frame_equal(history.drop(columns="seconds"),
+                                  again.history.drop(columns="seconds"))  # seeded
+
+
 def test_disjoint_splits_share_no_group() -> None:
     conversations = [Conversation(f"u{u}-{j}", (Turn("seeker", "x"),), (), (1,), "test",
                                   user_id=u) for u in range(50) for j in range(2)]
@@ -278,3 +329,31 @@ def test_unordered_set_probability_ignores_order_and_shared_items(world: dict) -
     assert float(loose[0] - other) == pytest.approx(float(expected), abs=1e-5)
     with pytest.raises(ValueError, match="set_prob"):
         head_loop.HeadLoopConfig(set_prob="bag")
+    with pytest.raises(ValueError, match="objective"):
+        head_loop.HeadLoopConfig(objective="ppo")
+    with pytest.raises(ValueError, match="judge_temperature"):
+        head_loop.HeadLoopConfig(judge_temperature=0)
+
+
+def test_arms_table_compares_the_arms_that_ran_and_names_unknown_ones() -> None:
+    from rar_lite.experiments import loop_arms
+
+    with pytest.raises(ValueError, match="unknown arms"):
+        loop_arms.run_arms(None, arms=("a", "z"))  # checked before any work
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 0.3, size=60)
+    values = {"a": base, "f": base + 0.03, "g": base.copy()}
+    seeds = (0, 1)
+    ndcg = {(arm, s): pd.Series(v) for arm, v in values.items() for s in seeds}
+    result = loop_arms.ArmsResult(None, seeds, {}, {}, ndcg, ndcg, {("f", 0): 2, ("f", 1): 3},
+                                  ("a", "f", "g"))
+    table, diffs = loop_arms.arms_table(result)
+    assert list(table.index) == ["a", "f", "g"]
+    assert set(diffs) == {"f-a", "g-a", "retriever"}  # c-a, d-b, e-a need arms that did not run
+    assert diffs["f-a"]["mean"] == pytest.approx(0.03 / base.mean())
+    assert diffs["f-a"]["ci95"][0] > 0  # a constant gain: the interval excludes 0
+    assert diffs["g-a"]["mean"] == 0.0
+    assert table.loc["f", "kept round or epoch, per seed"] == "2, 3"
+    text = loop_arms.describe(table, diffs, "toy")
+    assert "distillation loop against RAR-SFT" in text and "a gain" in text
+    assert "within noise" in text and "shuffled-reward control" not in text

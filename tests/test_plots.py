@@ -93,6 +93,11 @@ def test_head_loop_diagnostics_figure() -> None:
                                  "pair share": 0.4, "gap mean": 0.3 + seed, "gap q25": 0.1,
                                  "gap q75": 0.5, "chosen holds target": 0.9, "loss": 0.69,
                                  "margin": 0.01 * round_})})
+    for seed in (0, 1):  # a distillation arm: its own columns, none of the DPO ones
+        for round_ in (0, 1, 2):
+            rows.append({"arm": "f", "seed": seed, "round": round_, "selection": 0.25,
+                         "agreement": 0.1 * round_,
+                         **({} if round_ == 0 else {"distill loss": 5.0 - round_})})
     fig = plots.plot_head_loop(pd.DataFrame(rows))
     assert len(fig.axes) == len(plots.HEAD_LOOP_PANELS)
     assert all(_labelled(ax) for ax in fig.axes)
@@ -101,6 +106,12 @@ def test_head_loop_diagnostics_figure() -> None:
     assert list(gap.lines[0].get_ydata()) == [0.8, 0.8]  # seeds averaged: (0.3 + 1.3) / 2
     assert list(fig.axes[5].lines[0].get_xdata()) == [0, 1, 2]  # the start is on the curve
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["arm c", "arm e"]
+    assert [t.get_text() for t in fig.axes[5].get_legend().get_texts()] == ["arm c", "arm e",
+                                                                            "arm f"]
+    distill, agree = fig.axes[6], fig.axes[7]
+    assert len(distill.lines) == 1 and list(distill.lines[0].get_ydata()) == [4.0, 3.0]
+    assert list(agree.lines[0].get_xdata()) == [0, 1, 2]  # the start's agreement is drawn
+    assert all(len(fig.axes[n].lines) == 2 for n in range(5))  # no DPO panel draws arm f
 
 
 def test_temperature_figure_draws_one_line_per_temperature_and_the_target() -> None:

@@ -215,15 +215,20 @@ HEAD_LOOP_PANELS = (
     ("loss", "loss", "DPO loss"),
     ("margin", "β · log-ratio margin", "Implicit reward margin"),
     ("selection", "objective", "Selection set (round 0: the start)"),
+    ("distill loss", "cross-entropy", "Distillation loss (arms f, g)"),
+    ("agreement", "Spearman ρ", "Retriever agrees with the LLM on the pool"),
 )
 
 
 def plot_head_loop(curves: pd.DataFrame) -> plt.Figure:
     """The loop's diagnostics per round, one line per arm (mean over seeds; `loop_arms.loop_curves`
-    gives the rows), with the inter-quartile band of the reward gap."""
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.4))
+    gives the rows), with the inter-quartile band of the reward gap; a panel shows only the arms
+    that have its column (DPO arms c–e, distillation arms f–g)."""
+    fig, axes = plt.subplots(2, 4, figsize=(16, 6.4))
     for ax, (column, unit, title) in zip(axes.flat, HEAD_LOOP_PANELS):
         for arm, rows in curves.groupby("arm", sort=True):
+            if column not in rows or rows[column].isna().all():
+                continue  # a DPO panel for a distillation arm, or the other way round
             mean = rows.groupby("round")[column].mean(numeric_only=True).dropna()
             ax.plot(mean.index, mean.to_numpy(), marker="o", label=f"arm {arm}")
             if column == "gap mean":
@@ -232,7 +237,9 @@ def plot_head_loop(curves: pd.DataFrame) -> plt.Figure:
                 ax.fill_between(low.index, low.to_numpy(), high.to_numpy(), alpha=0.15)
         ax.set(xlabel="round", ylabel=unit, title=title)
         ax.set_xticks(sorted(curves["round"].unique()))
-    axes.flat[0].legend()
+    for ax in (axes.flat[0], axes.flat[5]):  # the DPO arms; every arm
+        if ax.lines:
+            ax.legend()
     fig.tight_layout()
     return fig
 

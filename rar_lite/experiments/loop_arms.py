@@ -1,5 +1,5 @@
 """The feedback loop on the conversation-aware retriever as a controlled experiment (chapter 5,
-`scripts/bench_feedback.py`): five arms, paired on the same seeds and test conversations.
+`scripts/bench_feedback.py`): seven arms, paired on the same seeds and test conversations.
 
 - (a) RAR-SFT: the fused retriever with its supervised query head, no loop;
 - (b) the same head trained further with cross-entropy on the loop conversations' targets,
@@ -7,7 +7,10 @@
 - (c) the DPO loop (`head_loop`) from (a);
 - (d) the DPO loop from (b);
 - (e) the loop from (a) with the rewards shuffled among each conversation's sets (a control that
-  must not help).
+  must not help);
+- (f) the distillation loop from (a) (`head_loop`'s `objective="distill"`, this project's
+  variant): the head learns the LLM's ranking of each pool, no target used;
+- (g) (f) with the LLM's scores shuffled within each pool (its control).
 
 Three disjoint sets: the *loop* conversations (targets that never trained the retriever or the
 reranker), the *selection* conversations (the epoch of (b) and the round of (c)–(e) are chosen
@@ -43,8 +46,10 @@ ARMS = {
     "c": "DPO loop from (a)",
     "d": "DPO loop from (b)",
     "e": "loop from (a), shuffled rewards",
+    "f": "distillation loop from (a)",
+    "g": "distillation from (a), shuffled LLM scores",
 }
-DIFFS = (("c", "a"), ("d", "b"), ("e", "a"))
+DIFFS = (("c", "a"), ("d", "b"), ("e", "a"), ("f", "a"), ("g", "a"))
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,7 @@ class ArmsResult:
     retriever_ndcg: dict[tuple[str, int], pd.Series]
     pipeline_ndcg: dict[tuple[str, int], pd.Series]
     best_rounds: dict[tuple[str, int], int]
+    arms: tuple[str, ...] = tuple(ARMS)  # the arms that were run
 
 
 def _directory(setup: ArmSetup, arm: str, seed: int, *parts: object) -> Path:
@@ -183,8 +189,14 @@ def _directory(setup: ArmSetup, arm: str, seed: int, *parts: object) -> Path:
 
 def run_arms(setup: ArmSetup, seeds: tuple[int, ...] = (0, 1, 2),
              config: head_loop.HeadLoopConfig = head_loop.HeadLoopConfig(),
-             progress: bool = False) -> ArmsResult:
-    """Every arm on every seed (loops cached per round), evaluated on the test conversations."""
+             progress: bool = False, arms: tuple[str, ...] = tuple(ARMS)) -> ArmsResult:
+    """The `arms` (arm a always; the others as named) on every seed (loops cached per round),
+    evaluated on the test conversations. The distillation arms (f, g) take `config` with
+    `objective="distill"` and `head_loop.DISTILL_LR`."""
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        raise ValueError(f"unknown arms {unknown}; the arms are {sorted(ARMS)}")
+    wanted = {"a", *arms} | ({"b"} if "d" in arms else set())
     sft = setup.retriever
     start = sft.dense.head or dense.QueryHead(sft.dense.index.vectors.shape[1])
     select_scorer = head_loop.HeadScorer(sft, setup.selection)
@@ -195,18 +207,26 @@ def run_arms(setup: ArmSetup, seeds: tuple[int, ...] = (0, 1, 2),
     loop_cases = data_a.conversations
     raw = sft.dense.raw_queries(loop_cases)
     heads, histories, best = {}, {}, {}
+    distill = replace(config, objective="distill", lr=head_loop.DISTILL_LR)
     for seed in seeds:
         heads["a", seed] = start
-        ce = dense.HeadConfig(**{**asdict(realdata.HEAD), "seed": seed})
-        heads["b", seed], histories["b", seed] = dense.train_head(
-            raw, dense.targets_in(loop_cases, sft.index), sft.index, ce, init=start,
-            select=select)
-        best["b", seed] = int(histories["b", seed]["selection ndcg@10"].idxmax())
-        data_b = head_loop.loop_data(sft.with_head(heads["b", seed]), setup.loop, judge,
-                                     setup.sizes.pool, progress)
-        arms = {"c": (start, data_a, config), "d": (heads["b", seed], data_b, config),
-                "e": (start, data_a, replace(config, shuffle_rewards=True))}
-        for arm, (begin, data, arm_config) in arms.items():
+        loops = {"c": (start, data_a, config),
+                 "e": (start, data_a, replace(config, shuffle_rewards=True)),
+                 "f": (start, data_a, distill),
+                 "g": (start, data_a, replace(distill, shuffle_rewards=True))}
+        if "b" in wanted:
+            ce = dense.HeadConfig(**{**asdict(realdata.HEAD), "seed": seed})
+            heads["b", seed], histories["b", seed] = dense.train_head(
+                raw, dense.targets_in(loop_cases, sft.index), sft.index, ce, init=start,
+                select=select)
+            best["b", seed] = int(histories["b", seed]["selection ndcg@10"].idxmax())
+        if "d" in wanted:
+            data_b = head_loop.loop_data(sft.with_head(heads["b", seed]), setup.loop, judge,
+                                         setup.sizes.pool, progress)
+            loops["d"] = (heads["b", seed], data_b, config)
+        for arm, (begin, data, arm_config) in sorted(loops.items()):
+            if arm not in wanted:
+                continue
             arm_config = replace(arm_config, seed=seed)
             directory = _directory(setup, arm, seed, asdict(arm_config),
                                    head_loop._digest(begin.delta.detach().numpy()))
@@ -224,23 +244,25 @@ def run_arms(setup: ArmSetup, seeds: tuple[int, ...] = (0, 1, 2),
                                          name=f"arm {arm}, seed {seed}: the full pipeline")
             evaluated[key] = (alone.per_pair["ndcg@10"], full.per_pair["ndcg@10"])
         retriever_ndcg[arm, seed], pipeline_ndcg[arm, seed] = evaluated[key]
-    return ArmsResult(setup, tuple(seeds), heads, histories, retriever_ndcg, pipeline_ndcg, best)
+    return ArmsResult(setup, tuple(seeds), heads, histories, retriever_ndcg, pipeline_ndcg, best,
+                      tuple(arm for arm in ARMS if arm in wanted))
 
 
-def _by_arm(values: dict[tuple[str, int], pd.Series], seeds: tuple[int, ...]) -> dict[str,
-                                                                                    np.ndarray]:
+def _by_arm(values: dict[tuple[str, int], pd.Series], seeds: tuple[int, ...],
+            arms: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Per arm: each test pair's value averaged over the seeds."""
-    return {arm: np.mean([values[arm, s].to_numpy() for s in seeds], axis=0) for arm in ARMS}
+    return {arm: np.mean([values[arm, s].to_numpy() for s in seeds], axis=0) for arm in arms}
 
 
 def arms_table(result: ArmsResult) -> tuple[pd.DataFrame, dict[str, dict]]:
     """(table, diffs): per arm the full pipeline's and the retriever's NDCG@10 (mean over test
     pairs of the seed-averaged values, and the std of the per-seed means); `diffs` the paired
-    differences `c-a`, `d-b`, `e-a` of the full pipeline's NDCG@10 as fractions of the second
-    arm's mean, with paired bootstrap 95% intervals (`stats.paired_relative`), and the same
-    for the retriever alone under `retriever`."""
+    differences `c-a`, `d-b`, `e-a`, `f-a`, `g-a` (of the arms run) of the full pipeline's
+    NDCG@10 as fractions of the second arm's mean, with paired bootstrap 95% intervals
+    (`stats.paired_relative`), and the same for the retriever alone under `retriever`."""
     rows = {}
-    for arm, label in ARMS.items():
+    for arm in result.arms:
+        label = ARMS[arm]
         full = [result.pipeline_ndcg[arm, s].mean() for s in result.seeds]
         alone = [result.retriever_ndcg[arm, s].mean() for s in result.seeds]
         rows[arm] = {"arm": label, "ndcg@10": float(np.mean(full)),
@@ -249,18 +271,19 @@ def arms_table(result: ArmsResult) -> tuple[pd.DataFrame, dict[str, dict]]:
                      "retriever ndcg@10": float(np.mean(alone)),
                      "kept round or epoch, per seed": ", ".join(
                          str(result.best_rounds.get((arm, s), 0)) for s in result.seeds)}
-    full, alone = _by_arm(result.pipeline_ndcg, result.seeds), _by_arm(result.retriever_ndcg,
-                                                                        result.seeds)
-    diffs = {f"{x}-{y}": stats.paired_relative(full[y], full[x]) for x, y in DIFFS}
+    full = _by_arm(result.pipeline_ndcg, result.seeds, result.arms)
+    alone = _by_arm(result.retriever_ndcg, result.seeds, result.arms)
+    pairs = [(x, y) for x, y in DIFFS if x in result.arms and y in result.arms]
+    diffs = {f"{x}-{y}": stats.paired_relative(full[y], full[x]) for x, y in pairs}
     diffs["retriever"] = {f"{x}-{y}": stats.paired_relative(alone[y], alone[x])
-                          for x, y in DIFFS}
+                          for x, y in pairs}
     return pd.DataFrame(rows).T, diffs
 
 
 def loop_curves(result: ArmsResult) -> pd.DataFrame:
-    """The per-round diagnostics of arms c–e, one row per (arm, seed, round)."""
+    """The per-round diagnostics of the loop arms (c–g), one row per (arm, seed, round)."""
     frames = [history.reset_index().assign(arm=arm, seed=seed)
-              for (arm, seed), history in result.histories.items() if arm in ("c", "d", "e")]
+              for (arm, seed), history in result.histories.items() if arm != "b"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -269,7 +292,11 @@ def describe(table: pd.DataFrame, diffs: dict[str, dict], dataset: str) -> str:
     lines = []
     for name, words in (("c-a", "the loop against RAR-SFT"),
                         ("d-b", "the loop against the same amount of supervised data"),
-                        ("e-a", "the shuffled-reward control against RAR-SFT")):
+                        ("e-a", "the shuffled-reward control against RAR-SFT"),
+                        ("f-a", "the distillation loop against RAR-SFT"),
+                        ("g-a", "the distillation control (shuffled LLM scores) against RAR-SFT")):
+        if name not in diffs:
+            continue
         d = diffs[name]
         lo, hi = d["ci95"]
         if not np.isfinite(d["mean"]):

@@ -6,7 +6,7 @@ that still exercise it (its numbers mean nothing).
 
 - Sizes that several chapters share, because a later chapter reuses what an earlier one cached
   (the retriever's epochs, chapter 4's tuning, chapter 5's loop, the real-seekers judge, the
-  five arms), are fields, read by the package's chapter functions, which take the profile.
+  seven arms), are fields, read by the package's chapter functions, which take the profile.
 - A chapter's own sizes are its parameters cell. Each cell names its profile
   (`PROFILE = "full"`); the tests run every chapter with `PROFILE="quick"` and that chapter's
   QUICK sizes (`Profile.parameters`), injected by papermill, so no notebook branches on it.
@@ -46,7 +46,7 @@ class Profile:
     loop_rounds: int = 3
     dialogue: DialogueTuning = field(default_factory=DialogueTuning)  # the real-seekers judge
     dev_turns: int | None = None  # INSPIRED dev turns it and the dense fit read (None: all)
-    arms: Sizes = field(default_factory=Sizes)  # chapter 5's five arms
+    arms: Sizes = field(default_factory=Sizes)  # chapter 5's seven arms
     #: `harness.EvalConfig` fields that no chapter parameter sets
     evaluation: Mapping[str, object] = field(default_factory=dict)
     #: chapter (notebook stem) -> its parameters at this profile (FULL: the cells' own values)

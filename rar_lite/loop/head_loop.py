@@ -23,6 +23,15 @@ each round:
    retriever's objective over the whole catalogue); the best round, the start included, is kept
    and restored from its checkpoint.
 
+**Distillation** (`objective="distill"`, this project's variant; it uses no target): each round
+instead fits the head's softmax over the *whole catalogue* (temperature `temperature`) to the LLM's
+ranking of the pool, softmax(z(LLM scores) / `judge_temperature`) over the pool's items: the
+cross-entropy −Σ_pool p_LLM(i) · log π(i). The catalogue in the normaliser keeps the items outside
+the pool from rising unseen. (DPO on sets drawn from the fixed pool sees only pool items; measured
+on the simulated selection conversations, a DPO loop rewarded by the LLM's view of each set lowered
+the catalogue-wide objective round after round.) The control (`shuffle_rewards`) permutes the LLM's
+scores within each pool, once.
+
 Rounds are checkpointed (`cache.save_training`: head, optimizer, history); a run killed
 between rounds resumes with identical numbers (sampling and batch order are seeded by (seed,
 round)).
@@ -48,6 +57,10 @@ from rar_lite.retrieval import fusion
 from rar_lite.retrieval.dense import QueryHead
 
 SET_PROBS = ("ordered", "unordered")
+OBJECTIVES = ("dpo", "distill")
+# The distillation's learning rate, chosen like the DPO defaults on the simulated selection
+# conversations (1e-4 and 3e-4, over seeds 0-2; 3e-4 was as good or better in every seed).
+DISTILL_LR = 3e-4
 
 
 @dataclass(frozen=True)
@@ -72,9 +85,16 @@ class HeadLoopConfig:
     shuffle_rewards: bool = False  # the control arm: rewards permuted within a conversation
     set_prob: str = "ordered"  # "ordered": Plackett–Luce of the sampled order (the paper's);
     # "unordered": Σ log softmax over the pool of the set's items (order-free; shared items cancel)
+    objective: str = "dpo"  # "dpo": RAR's, on sampled sets; "distill": the LLM's pool ranking
+    # as a soft target over the whole catalogue (see the module docstring)
+    judge_temperature: float = 0.5  # distill: softmax temperature over the z-scored LLM scores
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.judge_temperature <= 0:
+            raise ValueError(f"judge_temperature must be positive, got {self.judge_temperature}")
         if self.sets < 2:
             raise ValueError(f"sets must be at least 2 to form a pair, got {self.sets}")
         for name in ("rounds", "k", "epochs", "batch_size", "reward_k"):
@@ -305,6 +325,60 @@ def update(data: LoopData, head: QueryHead, reference: QueryHead, found: Round,
     return {"loss": float(np.mean(losses)), "margin": sum(margins) / len(cases), "steps": steps}
 
 
+def judge_targets(data: LoopData, config: HeadLoopConfig) -> torch.Tensor:
+    """The distillation targets: per case, softmax over its pool of the z-scored LLM scores at
+    `judge_temperature`; with `shuffle_rewards`, the scores are first permuted within each pool
+    (seeded: the control)."""
+    judge = data.judge.astype("float64")
+    if config.shuffle_rewards:
+        rng = np.random.default_rng([config.seed, 17])
+        judge = np.stack([rng.permutation(row) for row in judge])
+    z = fusion.standardise(judge)
+    return torch.softmax(torch.from_numpy(z / config.judge_temperature).float(), dim=1)
+
+
+def distill_update(data: LoopData, head: QueryHead, reference: QueryHead, soft: torch.Tensor,
+                   optimizer: torch.optim.Optimizer, config: HeadLoopConfig,
+                   round_: int) -> dict[str, float]:
+    """One distillation round over every case (`config.epochs` passes): mean cross-entropy
+    −Σ_pool soft · log softmax_catalogue(scores / temperature), with the same clipping and decay
+    towards π_ref as the DPO update."""
+    generator = torch.Generator().manual_seed(config.seed * 1_000 + round_ + 500)
+    anchor = [p.detach().clone() for p in reference.parameters()]
+    pools = torch.from_numpy(data.pools)
+    losses, steps = [], 0
+    for _ in range(config.epochs):
+        order = torch.randperm(len(data), generator=generator)
+        for start in range(0, len(order), config.batch_size):
+            rows = order[start:start + config.batch_size]
+            log_p = torch.log_softmax(data.scorer(head, rows) / config.temperature, dim=1)
+            loss = -(soft[rows] * log_p.gather(1, pools[rows])).sum(dim=1).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), config.clip)
+            optimizer.step()
+            with torch.no_grad():
+                for p, a in zip(head.parameters(), anchor):
+                    p.sub_(config.lr * config.weight_decay * (p - a))
+            losses.append(float(loss.detach()))
+            steps += 1
+    return {"distill loss": float(np.mean(losses)), "steps": steps}
+
+
+def agreement(data: LoopData, head: QueryHead) -> float:
+    """Mean Spearman correlation, over cases, between the head's scores of the pool and the
+    LLM's: how far the retriever ranks the pool as the LLM does."""
+    with torch.no_grad():
+        scores = data.scorer(head, columns=torch.from_numpy(data.pools)).numpy()
+    ranks = [np.argsort(np.argsort(m, axis=1, kind="stable"), axis=1, kind="stable")
+             for m in (scores, data.judge)]
+    a, b = (r - r.mean(axis=1, keepdims=True) for r in ranks)
+    denominator = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    rho = np.divide((a * b).sum(axis=1), denominator, out=np.zeros(len(a)),
+                    where=denominator > 0)
+    return float(rho.mean())
+
+
 def round_stats(data: LoopData, found: Round) -> dict[str, float]:
     """Diagnostics of one round: share of cases that yield a pair, mean reward, mean and
     quartiles of the best−worst reward gap, share of cases with the target in some set, and how
@@ -374,14 +448,23 @@ def run(start: QueryHead, data: LoopData, config: HeadLoopConfig, directory: Pat
                 head.delta.copy_(tensors["head.delta"])
             history = saved["history"]
             break
+    distilling = config.objective == "distill"
+    soft = judge_targets(data, config) if distilling else None
     if not history:
         history = [{"round": 0, "selection": select(reference), "seconds": 0.0}]
+        if distilling:
+            history[0]["agreement"] = agreement(data, reference)
     for round_ in tqdm(range(len(history) - 1, config.rounds), desc="feedback rounds",
                        disable=not progress):
         started = time.perf_counter()
-        found = collect(data, head, config, round_)
-        row = {"round": round_ + 1, **round_stats(data, found),
-               **update(data, head, reference, found, optimizer, config, round_)}
+        if distilling:
+            row = {"round": round_ + 1, **distill_update(data, head, reference, soft, optimizer,
+                                                         config, round_),
+                   "agreement": agreement(data, head)}
+        else:
+            found = collect(data, head, config, round_)
+            row = {"round": round_ + 1, **round_stats(data, found),
+                   **update(data, head, reference, found, optimizer, config, round_)}
         row["selection"] = select(head)
         row["seconds"] = history[-1]["seconds"] + time.perf_counter() - started
         history.append(row)
@@ -411,4 +494,3 @@ def selection_objective(scorer: HeadScorer, targets: list[list[int]],
         return fusion.objective(scores, targets, k)["objective"]
 
     return select
-
