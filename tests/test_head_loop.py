@@ -223,6 +223,8 @@ def test_agreement_is_one_when_the_retriever_ranks_the_pool_as_the_llm(world: di
     assert head_loop.agreement(same, None) == pytest.approx(1.0)
     reverse = replace(data, judge=-mine)
     assert head_loop.agreement(reverse, None) == pytest.approx(-1.0)
+    flat = replace(data, judge=np.ones_like(mine))  # the LLM cannot tell the pool apart
+    assert head_loop.agreement(flat, None) == 0.0
 
 
 def test_distillation_teaches_the_llm_ranking_and_keeps_the_best_round(
