@@ -57,6 +57,24 @@ def test_text_problems_names_warnings_and_machine_paths() -> None:
     assert book_check.text_problems("A warning about warnings: none here.", ["/home/ann/"]) == []
 
 
+def test_server_is_quiet_when_the_browser_hangs_up(tmp_path: Path, capsys) -> None:
+    server = book_check.QuietServer(("127.0.0.1", 0), book_check.http.server.BaseHTTPRequestHandler)
+    try:
+        for error in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "reset")):
+            try:
+                raise error
+            except ConnectionError:
+                server.handle_error(None, ("127.0.0.1", 1))
+        assert capsys.readouterr().err == ""
+        try:
+            raise ValueError("a real fault")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 1))
+        assert "ValueError: a real fault" in capsys.readouterr().err
+    finally:
+        server.server_close()
+
+
 def test_pages_and_redirects(tmp_path: Path) -> None:
     site = _site(tmp_path, {"index.html": '<meta http-equiv="Refresh" content="0; url=a/b.html" />',
                             "a/b.html": GOOD, "_static/x.html": BAD})

@@ -160,6 +160,16 @@ def redirect_target(page: Path) -> Path | None:
     return (page.parent / found.group(1)).resolve() if found else None
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    """A local server that does not print a traceback when the browser hangs up first (it often
+    does, e.g. after asking for a missing favicon.ico); other errors are reported as usual."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # BrokenPipe, ConnectionReset
+            return
+        super().handle_error(request, client_address)
+
+
 @contextlib.contextmanager
 def serve(site: Path) -> Iterator[str]:
     """Serve `site` on 127.0.0.1 (a free port) for the duration; yields the base URL."""
@@ -168,8 +178,7 @@ def serve(site: Path) -> Iterator[str]:
         def log_message(self, *args: object) -> None:  # no access log on stderr
             pass
 
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    server = QuietServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
