@@ -9,9 +9,12 @@ Usage::
     rar-lite evaluate [--quick] [--systems ...] [--datasets ...] [--seeds ...] [--out DIR]
                       [--llm SPEC] [--llm-concurrency N]
                                          chapter 6: RAR against its baselines, tables to DIR
-    rar-lite recommend TEXT [--k N] [--llm SPEC] [--json]
+    rar-lite recommend TEXT [--k N] [--llm SPEC] [--json] [--server URL]
                                          retrieve, then the LLM ranks the candidates' cards;
                                          each pick with the card facts that match the request
+    rar-lite serve [--port N] [--llm SPEC]
+                                         keep the models loaded and answer `recommend
+                                         --server URL` in seconds (`rar_lite.book.serving`)
     rar-lite download NAME [--to DIR] [--mirror URL] [--force]
                                          fetch INSPIRED (test + dev) or ReDial into the data
                                          directory (`rar_lite.data.download`)
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import uuid
 import warnings
@@ -34,6 +38,8 @@ from typing import Any, NoReturn
 
 #: The files a CIKM-format dataset directory must hold (`rar_lite.data.cikm.FILES`).
 DATASET_FILES = ("test.jsonl", "entity2id.json", "item_ids.json")
+#: The environment variable naming a running `rar-lite serve` for `recommend` (`--server`).
+SERVER_ENV = "RAR_LITE_SERVER"
 
 
 class UsageError(ValueError):
@@ -246,33 +252,58 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _recommend(args: argparse.Namespace) -> int:
     import json
 
-    import pandas as pd
-
-    from rar_lite.book import demo
+    from rar_lite.book import serving
 
     _check_text([args.text], "the request")
     if not args.text.strip():
         raise UsageError("the request is empty: say what you would like to watch, e.g. "
                          "'I loved Heat and want another heist film'")
+    if args.server:
+        chosen = [flag for flag, on in (("--quick", args.quick), ("--llm", args.llm)) if on]
+        if chosen:
+            raise UsageError(f"{' and '.join(chosen)} cannot go with --server: the server's "
+                             "profile and LLM were chosen when it started (`rar-lite serve`)")
+        answer = serving.ask(args.server, args.text, args.k)
+    else:
+        if args.llm is not None:
+            check_llm(args.llm)
+        with library_bars(show=not args.no_progress):
+            engine = _engine(args)
+            answer = json.loads(json.dumps(serving.record(engine, args.text, args.k)))
+    print(json.dumps(answer, indent=1, ensure_ascii=False) if args.json
+          else serving.format_result(answer))
+    return 0
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    """`demo.serving_engine` for `recommend` and `serve`'s --quick, --llm and --no-progress."""
+    from rar_lite.book import demo
+
+    return demo.serving_engine(profile="quick" if args.quick else "full",
+                               progress=not args.no_progress, llm=args.llm)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from rar_lite.book import serving
+
     if args.llm is not None:
         check_llm(args.llm)
     with library_bars(show=not args.no_progress):
-        engine = demo.serving_engine(profile="quick" if args.quick else "full",
-                                     progress=not args.no_progress, llm=args.llm)
-        result = engine.recommend_text(args.text, top=args.k)
-    if args.json:
-        print(json.dumps(result.as_json(), indent=1, ensure_ascii=False))
-        return 0
-    titles = [f"{row.title} ({row.year})" for row in engine.items.loc[
-        list(result.conversation.history)].reset_index().itertuples()]
-    print(f"movies you named: {', '.join(titles) or 'none found in the corpus'}")
-    if result.unresolved:
-        print(f"not found in the corpus (not guessed): {', '.join(result.unresolved)}")
-    pd.set_option("display.width", 200)
-    pd.set_option("display.max_colwidth", 80)
-    print(result.ranking.to_string(index=False))
-    print(f"({result.seconds:.2f} s: {next(iter(engine.retrievers))} retrieves {engine.k}, "
-          f"then {next(iter(engine.rankers))})")
+        engine = _engine(args)
+    try:
+        server = serving.RecommendServer(engine, args.host, args.port, quiet=not args.verbose)
+    except (OSError, OverflowError) as error:  # taken, not allowed, or not a port
+        reason = getattr(error, "strerror", None) or error
+        raise UsageError(f"--port {args.port}: cannot listen on {args.host}:{args.port} "
+                         f"({reason})") from None
+    print(f"rar-lite serves on {server.url} (Ctrl-C stops it); ask it with\n"
+          f"  rar-lite recommend --server {server.url} \"I loved Heat and want another heist "
+          f"film\"", flush=True)
+    with server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("stopped", file=sys.stderr)
     return 0
 
 
@@ -373,8 +404,25 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rec.add_argument("--quick", action="store_true",
                      help="use the QUICK profile's artifacts (what the tests build)")
+    rec.add_argument("--server", metavar="URL", default=os.environ.get(SERVER_ENV) or None,
+                     help="ask a running `rar-lite serve` at URL instead of loading the models "
+                     f"here (default: ${SERVER_ENV} when set)")
     rec.add_argument("--no-progress", action="store_true", help="no progress bars")
     rec.set_defaults(run=_recommend)
+    srv = commands.add_parser("serve", help="keep the recommender loaded and answer `recommend "
+                              "--server` requests over HTTP on this machine", **sub)
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                     "127.0.0.1: this machine only; the server has no authentication, so any "
+                     "other address lets everyone who reaches it ask)")
+    srv.add_argument("--port", type=_count(0), default=8765, help="port (default 8765; 0: any "
+                     "free port, printed)")
+    srv.add_argument("--llm", metavar="SPEC", help="rank with this LLM in generation mode "
+                     "(as for recommend)")
+    srv.add_argument("--quick", action="store_true",
+                     help="use the QUICK profile's artifacts (what the tests build)")
+    srv.add_argument("--verbose", action="store_true", help="log each request to stderr")
+    srv.add_argument("--no-progress", action="store_true", help="no progress bars")
+    srv.set_defaults(run=_serve)
     dl = commands.add_parser("download", help="fetch a public dataset in He et al.'s format "
                              "(INSPIRED: with its dev split) into the data directory", **sub)
     dl.add_argument("name", choices=("inspired", "redial", "reddit-movie"),

@@ -200,3 +200,138 @@ def test_serving_engine_writes_a_record_then_loads_from_it(corpus, monkeypatch) 
     assert built == [7, 7] and json.loads(path.read_text()) == record
     assert demo.serving_record_path(8, profiles.QUICK) != path  # another seed, another record
     assert demo.serving_record_path(7, profiles.FULL) != path
+
+
+@pytest.fixture()
+def server(engine: demo.DemoEngine):
+    """`rar-lite serve`'s server around the small engine, on a free port, in a thread."""
+    import threading
+
+    from rar_lite.book import serving
+
+    running = serving.RecommendServer(engine, port=0)
+    thread = threading.Thread(target=running.serve_forever, daemon=True)
+    thread.start()
+    yield running
+    running.shutdown()
+    running.server_close()
+    thread.join(timeout=10)
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict]:
+    """A raw POST /recommend: the status and the JSON answer."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}/recommend", data=body)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_server_answers_as_the_engine_does_and_names_what_is_wrong(server, engine) -> None:
+    import json
+
+    from rar_lite.book import serving
+
+    assert serving.health(server.url) == {"status": "ok", "k": 5, "retriever": "fixed",
+                                          "ranker": "keyword rule"}
+    text = "I loved Heat. Something animated and funny"
+    answer = serving.ask(server.url, text, k=2)
+    local = json.loads(json.dumps(serving.record(engine, text, 2)))
+    assert answer.pop("seconds") >= 0 and local.pop("seconds") >= 0
+    assert answer == local and answer["named"] == ["Heat (1995)"]
+    assert [r["title"] for r in answer["recommendations"]][0] == "Toy Story"
+    assert (answer["retriever"], answer["ranker"], answer["retrieved"]) == (
+        "fixed", "keyword rule", 5)
+    for body, wrong in ((b"{nope", "not JSON"), (b"[1]", "JSON object"),
+                        (b'{"text": "  "}', '"text" must be a non-empty'),
+                        (b'{"text": "Heat", "k": 0}', '"k" must be a positive integer'),
+                        (b'{"text": "Heat", "k": true}', '"k" must be'),
+                        (json.dumps({"text": "x" * 2001}).encode(), "at most 2000")):
+        status, error = _post(server.url, body)
+        assert status == 400 and wrong in error["error"], (body, error)
+    status, error = _post(server.url, b"x" * (serving.MAX_BODY + 1))
+    assert status == 400 and "1 to 64000 bytes" in error["error"]
+    with pytest.raises(serving.ServerError, match=r"refused the request \(404\): no such path"):
+        serving.health(server.url + "/elsewhere")
+    assert len(serving.ask(server.url, "Heat", k=9)["recommendations"]) == 5  # its K at most
+
+
+def test_recommend_through_the_server_prints_what_the_local_engine_prints(
+        server, engine, monkeypatch, capsys) -> None:
+    from rar_lite import cli
+
+    monkeypatch.setattr(demo, "serving_engine", lambda **options: engine)
+    text = "I loved Heat and The Galactic Pancake Odyssey, want something animated"
+    assert cli.main(["recommend", text, "--k", "3", "--no-progress"]) == 0
+    local = capsys.readouterr().out.splitlines()
+    assert cli.main(["recommend", text, "--k", "3", "--server", server.url]) == 0
+    remote = capsys.readouterr().out.splitlines()
+    assert local[:-1] == remote[:-1] and len(remote) == 7  # named, unknown, header, 3 rows, time
+    assert local[0] == "movies you named: Heat (1995)"
+    assert local[1] == "not found in the corpus (not guessed): The Galactic Pancake Odyssey"
+    assert local[2].split()[:4] == ["rank", "title", "year", "genres"]
+    assert local[3].split()[:3] == ["1", "Toy", "Story"]
+    assert remote[-1].endswith("s: fixed retrieves 5, then keyword rule)")
+    monkeypatch.setenv(cli.SERVER_ENV, server.url)  # the default of --server
+    assert cli.main(["recommend", text, "--k", "3"]) == 0
+    assert capsys.readouterr().out.splitlines()[:-1] == remote[:-1]
+    assert cli.main(["recommend", "Heat", "--server", server.url, "--quick"]) == 2
+    assert "--quick cannot go with --server" in capsys.readouterr().err
+
+
+def test_recommend_without_a_server_says_how_to_start_one(capsys) -> None:
+    import socket
+
+    from rar_lite import cli
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    assert cli.main(["recommend", "Heat", "--server", url]) == 1
+    err = capsys.readouterr().err
+    assert f"no rar-lite server answers at {url}" in err and "rar-lite serve" in err
+
+
+def test_serve_command_loads_once_and_stops_on_interrupt(engine, server, monkeypatch,
+                                                         capsys) -> None:
+    from rar_lite import cli
+    from rar_lite.book import serving
+
+    asked = []
+    monkeypatch.setattr(demo, "serving_engine", lambda **options: asked.append(options) or engine)
+
+    def interrupted(self, poll_interval=0.5):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(serving.RecommendServer, "serve_forever", interrupted)
+    assert cli.main(["serve", "--port", "0", "--quick", "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert "rar-lite serves on http://127.0.0.1:" in out.out and "stopped" in out.err
+    assert asked == [{"profile": "quick", "progress": False, "llm": None}]
+    taken = server.server_address[1]  # the fixture's server holds this port
+    assert cli.main(["serve", "--port", str(taken), "--no-progress"]) == 2
+    assert f"--port {taken}: cannot listen on 127.0.0.1:{taken}" in capsys.readouterr().err
+
+
+def test_recommend_through_a_server_imports_no_heavy_module(server, tmp_path) -> None:
+    """The client side of `recommend --server` stays light: none of the libraries the engine
+    needs is imported (the point of the server)."""
+    import json
+    import subprocess
+    import sys
+
+    heavy = ("torch", "transformers", "sentence_transformers", "faiss", "pandas", "numpy")
+    code = ("import json, sys\n"
+            "from rar_lite import cli\n"
+            f"assert cli.main(['recommend', 'I loved Heat', '--server', {server.url!r}]) == 0\n"
+            f"print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "movies you named: Heat (1995)" in done.stdout
+    assert json.loads(done.stdout.splitlines()[-1]) == []
