@@ -8,14 +8,17 @@ interpolation weight chosen on the selection dialogues), then — once — score
 
 - popularity; the fused retriever's order; the untuned judge alone; the tuned judge alone; the
   tuned judge interpolated with the retriever at the dev-chosen weight (the full pipeline); the
-  zero-shot title likelihood (`rerank.TitleReranker`) alone and interpolated at its own
-  dev-chosen weight; on all pairs and on new targets only (He et al.'s two conditions);
+  zero-shot title likelihood (`rerank.TitleReranker`) alone and blended at its own dev-chosen
+  weight and way (`real_reranker.title_check`: the mentioned movies kept in the retriever's
+  places or not); on all pairs and on new targets only (He et al.'s two conditions);
 - paired differences against the retriever's order, and the full pipeline against popularity
   (bootstrap 95% intervals and sign-flip p-values, `stats.paired_test`).
 
+`--titles-only` leaves the judge out (no LoRA tuning: minutes instead of ~35 on 2 cores).
 Prints the tables and writes `--out` (JSON). The test split chooses nothing.
 
-    .venv/bin/python scripts/bench_real_reranker.py [--context dialogue] [--out FILE]
+    .venv/bin/python scripts/bench_real_reranker.py [--context dialogue] [--titles-only]
+                                                    [--out FILE]
 """
 
 from __future__ import annotations
@@ -33,7 +36,11 @@ from rar_lite.backends.llm import ResponseCache
 from rar_lite.backends.llm_local import TransformersBackend
 from rar_lite.data.corpus import load_corpus
 from rar_lite.dialogue import realdata
-from rar_lite.dialogue.real_reranker import DialogueTuning, tune_on_dialogue
+from rar_lite.dialogue.real_reranker import (
+    DialogueTuning,
+    title_check,
+    tune_on_dialogue,
+)
 from rar_lite.loop import pipeline
 from rar_lite.reranking.prompts import CONTEXTS
 from rar_lite.reranking.rerank import (
@@ -60,6 +67,8 @@ def main() -> None:
     parser.add_argument("--snapshots", type=int, nargs="*", default=list(defaults.snapshots))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-test", type=int, default=None, help="test turns (default: all)")
+    parser.add_argument("--titles-only", action="store_true",
+                        help="only the title likelihood (no judge, no LoRA tuning)")
     parser.add_argument("--out", type=Path, default=Path("results/bench_real_reranker.json"))
     args = parser.parse_args()
 
@@ -76,32 +85,37 @@ def main() -> None:
                        progress=True)
     retriever = fit.fused(None, inspired.corpus)
     responses = ResponseCache()
-    tuned = tune_on_dialogue(retriever, inspired.corpus, fit.train, fit.selection, config,
-                             seed=args.seed, response_cache=responses, progress=True)
-    tuning_seconds = time.perf_counter() - started
-    print(f"\nselection ({len(fit.selection)} turns), reranker alone by steps\n"
-          f"{tuned.steps_table.round(4)}\nchosen: step {tuned.step}\n"
-          f"interpolation on selection\n{tuned.weight_table.round(4)}\n"
-          f"chosen weight {tuned.weight}")
-
-    test = inspired.conversations[:args.n_test]
-    judge = tuned.reranker(inspired.corpus, responses)
-    untuned = PointwiseReranker(TransformersBackend(), inspired.corpus, responses,
-                                context=args.context)
-    blended = f"tuned judge, weight {tuned.weight:g}"
-    title = TitleReranker(TransformersBackend(), inspired.corpus, responses)
-    title_weight, title_table = realdata.choose_rerank_weight(title, retriever, fit.selection,
-                                                              k=config.k, progress=True)
-    print(f"\ntitle likelihood, interpolation on selection\n{title_table.round(4)}\n"
-          f"chosen weight {title_weight}")
-    titled = f"title likelihood, weight {title_weight:g}"
     popularity = fit.fused(None, inspired.corpus, realdata.POPULARITY_ONLY, exclude_history=True)
     systems = {"popularity": (popularity, RetrieverOrder()),
-               "retriever order": (retriever, RetrieverOrder()),
-               "untuned judge alone": (retriever, untuned), "tuned judge alone": (retriever, judge),
-               blended: (retriever, InterpolatedReranker(judge, tuned.weight)),
-               "title likelihood alone": (retriever, title),
-               titled: (retriever, InterpolatedReranker(title, title_weight))}
+               "retriever order": (retriever, RetrieverOrder())}
+    tuned, blended = None, None
+    if not args.titles_only:
+        tuned = tune_on_dialogue(retriever, inspired.corpus, fit.train, fit.selection, config,
+                                 seed=args.seed, response_cache=responses, progress=True)
+        print(f"\nselection ({len(fit.selection)} turns), reranker alone by steps\n"
+              f"{tuned.steps_table.round(4)}\nchosen: step {tuned.step}\n"
+              f"interpolation on selection\n{tuned.weight_table.round(4)}\n"
+              f"chosen weight {tuned.weight}")
+        judge = tuned.reranker(inspired.corpus, responses)
+        untuned = PointwiseReranker(TransformersBackend(), inspired.corpus, responses,
+                                    context=args.context)
+        blended = f"tuned judge, weight {tuned.weight:g}"
+        systems |= {"untuned judge alone": (retriever, untuned),
+                    "tuned judge alone": (retriever, judge),
+                    blended: (retriever, InterpolatedReranker(judge, tuned.weight))}
+    backend = TransformersBackend()
+    check = title_check(retriever, inspired.corpus, fit.selection, k=config.k, backend=backend,
+                        response_cache=responses, progress=True, seed=args.seed)
+    tuning_seconds = time.perf_counter() - started
+    print(f"\ntitle likelihood, interpolation on selection\n{check.table.round(4)}\n"
+          f"{check.describe(len(fit.selection))}")
+    way = ", mentioned kept" if check.keep_mentioned else ""
+    titled = f"title likelihood, weight {check.weight:g}{way}"
+    title = TitleReranker(backend, inspired.corpus, responses)
+    systems |= {"title likelihood alone": (retriever, title),
+                titled: (retriever, InterpolatedReranker(title, check.weight,
+                                                         check.keep_mentioned))}
+    test = inspired.conversations[:args.n_test]
     runs, seconds = {}, {}
     for name, (source, reranker) in systems.items():
         began = time.perf_counter()
@@ -121,8 +135,8 @@ def main() -> None:
               f"{tables[condition].round(4)}")
     paired = {}
     comparisons = [(name, "retriever order") for name in systems
-                   if name not in ("popularity", "retriever order")] + [
-        (blended, "popularity"), (titled, blended)]
+                   if name not in ("popularity", "retriever order")] + (
+        [(blended, "popularity"), (titled, blended)] if blended else [(titled, "popularity")])
     for a, b in comparisons:
         for metric in ("ndcg@10", "recall@10"):
             test_ = stats.paired_test(runs[a][metric].to_numpy(), runs[b][metric].to_numpy(),
@@ -133,12 +147,14 @@ def main() -> None:
     out = {"config": {**asdict(config), "seed": args.seed},
            "machine": cache.machine(),
            "dev": fit.dev, "tuning_seconds": tuning_seconds,
-           "train_seconds": float(tuned.seconds), "chosen_step": tuned.step,
-           "chosen_weight": tuned.weight,
-           "selection_steps": json.loads(tuned.steps_table.to_json(orient="index")),
-           "selection_weights": json.loads(tuned.weight_table.to_json(orient="index")),
-           "title_weight": title_weight,
-           "title_selection_weights": json.loads(title_table.to_json(orient="index")),
+           **({"train_seconds": float(tuned.seconds), "chosen_step": tuned.step,
+               "chosen_weight": tuned.weight,
+               "selection_steps": json.loads(tuned.steps_table.to_json(orient="index")),
+               "selection_weights": json.loads(tuned.weight_table.to_json(orient="index"))}
+              if tuned else {}),
+           "title_weight": check.weight, "title_keep_mentioned": check.keep_mentioned,
+           "title_selection_weights": json.loads(check.table.to_json(orient="index")),
+           "title_selection_paired": check.paired,
            "test": {c: json.loads(t.to_json(orient="index")) for c, t in tables.items()},
            "paired": paired,
            "seconds_per_conversation": seconds}

@@ -188,21 +188,30 @@ def test_chapter_inspired_follows_the_datasets_parameter(corpus, monkeypatch, ca
 
 def test_title_check_extremes_are_the_retriever_and_the_title_likelihood(corpus, items,
                                                                          tmp_path: Path) -> None:
+    named = _turn("s3", "more like the one I said", (items[0],))
+    named = Conversation(named.conversation_id, named.turns, (items[0],), named.targets, "test",
+                         meta=named.meta)  # the target was mentioned; the retriever has it 1st
     selection = [_turn("s1", "a crime movie with a twist, like Heat", (items[3],)),
-                 _turn("s2", "an animated movie about toys", (items[1],))]
+                 _turn("s2", "an animated movie about toys", (items[1],)), named]
     retriever = _Listed(items)
     backend = TransformersBackend()
     check = real_reranker.title_check(retriever, corpus, selection, k=5, backend=backend,
                                       response_cache=ResponseCache(tmp_path / "r.sqlite"))
-    table = check.table["ndcg@10"]
-    assert check.weight in table.index and table.loc[check.weight] == table.max()
-    # weight 0: the retriever's order (targets 4th and 2nd of the list)
-    assert table.loc[0.0] == pytest.approx((1 / np.log2(5) + 1 / np.log2(3)) / 2)
+    table, kept = check.table["ndcg@10"], check.table[f"ndcg@10, {real_reranker.KEPT}"]
+    chosen = kept if check.keep_mentioned else table
+    assert chosen.loc[check.weight] == max(table.max(), kept.max())
+    # weight 0: the retriever's order (targets 4th, 2nd and 1st of the list), either way
+    order = (1 / np.log2(5) + 1 / np.log2(3) + 1) / 3
+    assert table.loc[0.0] == pytest.approx(order) and kept.loc[0.0] == pytest.approx(order)
     alone = rerank.TitleReranker(backend, corpus)  # weight 1: the title likelihood's own order
-    ranks = [alone.rank(c, items[:5]).items.index(c.targets[0]) for c in selection]
-    assert table.loc[1.0] == pytest.approx(np.mean([1 / np.log2(r + 2) for r in ranks]))
-    assert check.paired["n"] == 2
-    assert check.paired["diff"] == pytest.approx(table.loc[check.weight] - table.loc[0.0])
+    gains = [1 / np.log2(alone.rank(c, items[:5]).items.index(c.targets[0]) + 2)
+             for c in selection]
+    assert table.loc[1.0] == pytest.approx(np.mean(gains))
+    assert kept.loc[1.0] == pytest.approx(np.mean(gains[:2] + [1.0]))  # s3's target stays 1st
+    assert check.keep_mentioned == (kept.max() > table.max() and check.weight > 0)
+    assert check.paired["n"] == 3
+    assert check.paired["diff"] == pytest.approx(chosen.loc[check.weight] - order)
     text = check.describe(len(selection))
-    assert text.startswith("On 2 dev selection turns") and f"{table.loc[1.0]:.3f}" in text
+    assert text.startswith("On 3 dev selection turns") and f"{table.loc[1.0]:.3f}" in text
+    assert f"places, {kept.loc[1.0]:.3f}" in text
     assert ("95% CI" in text) == (check.weight > 0)

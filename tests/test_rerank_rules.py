@@ -121,6 +121,21 @@ def test_interpolation_equals_each_component_at_its_extremes() -> None:
         rerank.InterpolatedReranker(_Fixed(), 1.5)
 
 
+def test_mentioned_candidates_keep_the_retrievers_places() -> None:
+    candidates = [5, 4, 3, 2, 1]
+    said = Conversation("c", (Turn("seeker", "like 4 or 9"),), (4, 9), (), "u")
+    kept = rerank.InterpolatedReranker(_Fixed(), 1.0, keep_mentioned=True)
+    ranking = kept.rank(said, candidates)
+    assert ranking.items == [1, 4, 2, 3, 5]  # 4 stays second; the rest in the reranker's order
+    assert ranking.scores == sorted(ranking.scores, reverse=True)
+    assert "mentioned kept in place" in kept.name
+    plain = rerank.InterpolatedReranker(_Fixed(), 1.0).rank(said, candidates)
+    assert plain.items == [1, 2, 3, 4, 5]
+    assert kept.rank(conv("x"), candidates).items == plain.items  # nothing mentioned
+    assert rerank.InterpolatedReranker(_Fixed(), 0.0, keep_mentioned=True).rank(
+        said, candidates).items == candidates
+
+
 def test_random_order_is_a_seeded_permutation_per_conversation() -> None:
     first, second = (Conversation(cid, (Turn("seeker", "anything"),), (), (), "u")
                      for cid in ("c1", "c2"))

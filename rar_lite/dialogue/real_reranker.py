@@ -22,7 +22,10 @@ is read.
 
 `title_check` asks the other question a small LLM can answer without tuning: does it know which
 *films* go with such a dialogue? The untuned model scores each candidate by its likelihood of
-answering with the title (`rerank.TitleReranker`), alone and blended, on the same selection turns.
+answering with the title (`rerank.TitleReranker`), alone and blended, on the same selection turns,
+blended two ways: over every candidate, or with the movies the dialogue already mentioned kept in
+the retriever's places (its mention signal, which the likelihood of a title does not read); the
+way and the weight are chosen there.
 """
 
 from __future__ import annotations
@@ -210,26 +213,36 @@ def describe(judge: DialogueReranker, n_selection: int) -> str:
 
 @dataclass
 class TitleCheck:
-    """The zero-shot title likelihood on the selection turns: its chosen interpolation weight,
-    the table per weight (0: the retriever's order, 1: the title likelihood alone), and the
-    paired test (`stats.paired_test`, NDCG@10 per pair) of the chosen weight against weight 0."""
+    """The zero-shot title likelihood on the selection turns: its chosen interpolation weight and
+    way (`keep_mentioned`), the table per weight (0: the retriever's order, 1: the title
+    likelihood alone; the "mentioned kept" columns: the mentioned candidates in the retriever's
+    places), and the paired test (`stats.paired_test`, NDCG@10 per pair) of the chosen blend
+    against weight 0."""
 
     weight: float
     table: pd.DataFrame
     paired: dict[str, float]
+    keep_mentioned: bool = False
 
     def describe(self, n_selection: int) -> str:
         """What the table says, in sentences computed from it."""
         ndcg = self.table["ndcg@10"]
         order, alone = ndcg.loc[0.0], ndcg.loc[1.0]
+        kept = self.table[f"ndcg@10, {KEPT}"].loc[1.0]
         line = (f"On {n_selection} dev selection turns, the untuned model's title likelihood "
                 f"alone has NDCG@10 {alone:.3f} against the retriever's order {order:.3f} "
-                f"({alone - order:+.3f}).")
+                f"({alone - order:+.3f}); with the mentioned movies kept in the retriever's "
+                f"places, {kept:.3f} ({kept - order:+.3f}).")
         if self.weight == 0.0:
             return line + " No blending weight beat the retriever's order there (weight 0)."
-        return (line + f" Blended at weight {self.weight:g} (chosen on these turns): " +
+        way = ", the mentioned movies kept in place" if self.keep_mentioned else ""
+        return (line + f" Blended at weight {self.weight:g}{way} (chosen on these turns): " +
                 stats.describe_paired(self.paired, "blend", "retriever's order") +
-                " The weight was chosen on the same turns, so the interval flatters it.")
+                " The blend was chosen on the same turns, so the interval flatters it.")
+
+
+#: The table columns of the blend that keeps the mentioned movies in place (`TitleCheck`).
+KEPT = "mentioned kept"
 
 
 def title_check(retriever: object, corpus: pd.DataFrame, selection: list[Conversation],
@@ -237,11 +250,21 @@ def title_check(retriever: object, corpus: pd.DataFrame, selection: list[Convers
                 response_cache: ResponseCache | None = None,
                 progress: bool = False, seed: int = 0) -> TitleCheck:
     """The untuned model's title likelihood (`rerank.TitleReranker`) over `retriever`'s top `k`
-    on the `selection` turns, its interpolation weight chosen there."""
+    on the `selection` turns, its interpolation weight and way (mentioned movies kept in place
+    or not; ties to not, then to the smaller weight) chosen there."""
     title = TitleReranker(backend or TransformersBackend(), corpus,
                           response_cache or ResponseCache())
-    weight, table = realdata.choose_rerank_weight(title, retriever, selection, k=k,
-                                                  progress=progress)
-    per_pair = [pipeline.run_pipeline(retriever, InterpolatedReranker(title, w), selection,
+    tables = {}
+    for keep in (False, True):
+        _, tables[keep] = realdata.choose_rerank_weight(title, retriever, selection, k=k,
+                                                        progress=progress and not keep,
+                                                        keep_mentioned=keep)
+    table = tables[False].join(tables[True].add_suffix(f", {KEPT}"))
+    best = {keep: tables[keep]["ndcg@10"].max() for keep in (False, True)}
+    keep = best[True] > best[False]
+    scores = tables[keep]["ndcg@10"]
+    weight = float(scores[scores == scores.max()].index.min())
+    per_pair = [pipeline.run_pipeline(retriever, InterpolatedReranker(title, w, keep), selection,
                                       k=k).per_pair["ndcg@10"].to_numpy() for w in (weight, 0.0)]
-    return TitleCheck(weight, table, stats.paired_test(*per_pair, seed=seed))
+    return TitleCheck(weight, table, stats.paired_test(*per_pair, seed=seed),
+                      keep and weight > 0)

@@ -179,13 +179,16 @@ def _head(zero_shot: dense.DenseRetriever, train: list[Conversation],
 def choose_rerank_weight(reranker: object, retriever: object,
                          selection: list[Conversation], k: int = 20,
                          weights: tuple[float, ...] = RERANK_WEIGHTS,
-                         progress: bool = False) -> tuple[float, pd.DataFrame]:
-    """The interpolation weight (`rerank.InterpolatedReranker`) with the best NDCG@10 on the dev
-    `selection` turns over `retriever`'s top `k`, ties to the smaller weight; and the table."""
+                         progress: bool = False,
+                         keep_mentioned: bool = False) -> tuple[float, pd.DataFrame]:
+    """The interpolation weight (`rerank.InterpolatedReranker`, with its `keep_mentioned`) with
+    the best NDCG@10 on the dev `selection` turns over `retriever`'s top `k`, ties to the smaller
+    weight; and the table."""
     rows = []
     for weight in weights:
-        run = pipeline.run_pipeline(retriever, InterpolatedReranker(reranker, weight), selection,
-                                    k=k, progress=progress and weight == weights[-1],
+        run = pipeline.run_pipeline(retriever, InterpolatedReranker(reranker, weight,
+                                                                    keep_mentioned),
+                                    selection, k=k, progress=progress and weight == weights[-1],
                                     name="choosing the reranker's weight")
         rows.append({"weight": weight, "ndcg@10": float(run.per_pair["ndcg@10"].mean()),
                      "recall@10": float(run.per_pair["recall@10"].mean())})

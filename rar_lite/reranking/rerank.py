@@ -114,13 +114,21 @@ class InterpolatedReranker:
     `weight` x z(reranker score) + (1 - weight) x z(-log(position + 1)), z-scores taken over the
     candidates. At weight 0 this is the retriever's order, at 1 the reranker's; the weight is
     chosen on dev data, so a reranker that carries no signal cannot pull the pipeline down there.
+
+    With `keep_mentioned`, candidates the conversation already mentioned (its history) keep the
+    retriever's positions and only the others are reordered by the blend, in the places left:
+    the retriever's mention signal is kept where the reranker cannot read it. The scores are
+    then the final order's -log(position + 1).
     """
 
-    def __init__(self, reranker: object, weight: float) -> None:
+    def __init__(self, reranker: object, weight: float, keep_mentioned: bool = False) -> None:
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"weight must be in [0, 1], got {weight}")
         self.reranker, self.weight = reranker, float(weight)
-        self.name = f"{getattr(reranker, 'name', 'reranker')} + retriever (weight {weight:g})"
+        self.keep_mentioned = bool(keep_mentioned)
+        kept = ", mentioned kept in place" if keep_mentioned else ""
+        self.name = (f"{getattr(reranker, 'name', 'reranker')} + retriever "
+                     f"(weight {weight:g}{kept})")
 
     def rank(self, conversation: Conversation, candidates: Sequence[int]) -> Ranking:
         candidates = _check(candidates)
@@ -134,8 +142,13 @@ class InterpolatedReranker:
             return Ranking(candidates, None, scored.failure or "the reranker gave no scores")
         by_item = dict(zip(scored.items, scored.scores))
         mine = np.array([by_item[c] for c in candidates], dtype=float)
-        blended = self.weight * _z(mine) + (1.0 - self.weight) * _z(prior)
-        return _by_scores(candidates, blended)
+        blended = _by_scores(candidates, self.weight * _z(mine) + (1.0 - self.weight) * _z(prior))
+        mentioned = set(conversation.history) if self.keep_mentioned else set()
+        if not mentioned & set(candidates):
+            return blended
+        others = iter(i for i in blended.items if i not in mentioned)
+        items = [c if c in mentioned else next(others) for c in candidates]
+        return Ranking(items, prior.tolist())
 
 
 def _z(values: np.ndarray) -> np.ndarray:
