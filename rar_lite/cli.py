@@ -261,8 +261,9 @@ def _recommend(args: argparse.Namespace) -> int:
     if args.server:
         chosen = [flag for flag, on in (("--quick", args.quick), ("--llm", args.llm)) if on]
         if chosen:
-            raise UsageError(f"{' and '.join(chosen)} cannot go with --server: the server's "
-                             "profile and LLM were chosen when it started (`rar-lite serve`)")
+            raise UsageError(f"{' and '.join(chosen)} cannot go with --server (or "
+                             f"${SERVER_ENV}): the server's profile and LLM were chosen when it "
+                             "started (`rar-lite serve`)")
         answer = serving.ask(args.server, args.text, args.k)
     else:
         if args.llm is not None:
