@@ -254,16 +254,13 @@ def title_check(retriever: object, corpus: pd.DataFrame, selection: list[Convers
     or not; ties to not, then to the smaller weight) chosen there."""
     title = TitleReranker(backend or TransformersBackend(), corpus,
                           response_cache or ResponseCache())
-    tables = {}
+    weights, tables = {}, {}
     for keep in (False, True):
-        _, tables[keep] = realdata.choose_rerank_weight(title, retriever, selection, k=k,
-                                                        progress=progress and not keep,
-                                                        keep_mentioned=keep)
+        weights[keep], tables[keep] = realdata.choose_rerank_weight(
+            title, retriever, selection, k=k, progress=progress and not keep, keep_mentioned=keep)
     table = tables[False].join(tables[True].add_suffix(f", {KEPT}"))
-    best = {keep: tables[keep]["ndcg@10"].max() for keep in (False, True)}
-    keep = best[True] > best[False]
-    scores = tables[keep]["ndcg@10"]
-    weight = float(scores[scores == scores.max()].index.min())
+    keep = tables[True]["ndcg@10"].max() > tables[False]["ndcg@10"].max()
+    weight = weights[keep]
     per_pair = [pipeline.run_pipeline(retriever, InterpolatedReranker(title, w, keep), selection,
                                       k=k).per_pair["ndcg@10"].to_numpy() for w in (weight, 0.0)]
     return TitleCheck(weight, table, stats.paired_test(*per_pair, seed=seed),
