@@ -42,6 +42,27 @@ def rank_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
                        torch.full_like(ranks, float("inf")), ranks)
 
 
+def stable_ranks(scores: np.ndarray, targets: Sequence[Sequence[int]],
+                 chunk: int = 256) -> np.ndarray:
+    """0-based rank of each (row, target) pair of a (rows, items) score matrix, `targets[r]`
+    being row r's target columns: its place in ``np.argsort(-row, kind="stable")`` (higher
+    scores first, ties by column), found by counting rather than sorting the row — the items
+    scoring higher, plus the tied ones in earlier columns. Pairs are taken `chunk` at a time."""
+    counts = [len(wanted) for wanted in targets]
+    rows = np.repeat(np.arange(len(targets)), counts)
+    columns = np.fromiter((t for wanted in targets for t in wanted), dtype=np.int64,
+                          count=sum(counts))
+    ranks = np.empty(len(rows), dtype=np.int64)
+    positions = np.arange(scores.shape[1])
+    for start in range(0, len(rows), chunk):
+        part = slice(start, start + chunk)
+        block = scores[rows[part]]
+        own = block[np.arange(len(block)), columns[part]][:, None]
+        earlier = positions < columns[part][:, None]
+        ranks[part] = (block > own).sum(1) + ((block == own) & earlier).sum(1)
+    return ranks
+
+
 def ranks_in_list(ranked: Sequence[int], targets: Iterable[int]) -> list[float]:
     """0-based position of each target in a ranked list of ids (`inf` when absent)."""
     position = {}

@@ -51,3 +51,18 @@ def test_per_pair_means_equal_metrics() -> None:
 def test_bad_ranks(bad: list[float]) -> None:
     with pytest.raises(ValueError):
         metrics.metrics_from_ranks(bad)
+
+
+def test_stable_ranks_are_the_places_in_a_stable_descending_sort() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, size=(7, 40)).astype("float64")  # many ties
+    scores[2, :10] = -np.inf  # masked items tie among themselves too
+    targets = [list(rng.choice(40, size=n, replace=False)) for n in (1, 3, 0, 2, 1, 4, 1)]
+    targets[2] = [3, 30]  # one masked target, one not
+    expected = []
+    for row, wanted in zip(scores, targets):
+        order = list(np.argsort(-row, kind="stable"))
+        expected += [order.index(t) for t in wanted]
+    for chunk in (1, 3, 256):  # pairs taken a few at a time, or all at once
+        assert metrics.stable_ranks(scores, targets, chunk=chunk).tolist() == expected
+    assert metrics.stable_ranks(scores, [[]] * 7).shape == (0,)

@@ -248,13 +248,8 @@ def head_loss(head: QueryHead, queries: torch.Tensor, items: torch.Tensor,
 
 def ndcg_at(scores: np.ndarray, targets: list[list[int]], k: int = 10) -> float:
     """Mean NDCG@k over (row, target) pairs of full score rows (ties broken by position)."""
-    ranks = []
-    for row, wanted in zip(scores, targets):
-        order = np.argsort(-row, kind="stable")
-        where = np.empty(len(order), dtype="int64")
-        where[order] = np.arange(len(order))
-        ranks += [int(where[t]) for t in wanted]
-    return float(metrics.metrics_from_ranks(ranks, (k,))[f"ndcg@{k}"]) if ranks else 0.0
+    ranks = metrics.stable_ranks(scores, targets)
+    return float(metrics.metrics_from_ranks(ranks, (k,))[f"ndcg@{k}"]) if len(ranks) else 0.0
 
 
 def train_head(queries: np.ndarray, targets: list[list[int]], index: ItemIndex,

@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from rar_lite import metrics
 from rar_lite.data.conversations import Conversation
-from rar_lite.retrieval.dense import DenseRetriever, ItemIndex, _cut, ndcg_at
+from rar_lite.retrieval.dense import DenseRetriever, ItemIndex, _cut
 
 COMPONENTS = ("dense", "history", "popularity", "mentioned", "dialogue")
 
@@ -155,18 +156,17 @@ GRID: dict[str, tuple[float, ...]] = {
 def objective(scores: np.ndarray, targets: list[list[int]], k: int = 20) -> dict[str, float]:
     """NDCG@10, recall@`k` (the reranker's candidates hold the target) and their mean, the score
     `choose_weights` maximises: the retriever must both order the top and hand over the target."""
-    ndcg = ndcg_at(scores, targets, 10)
-    recall = recall_at(scores, targets, k)
+    ranks = metrics.stable_ranks(scores, targets)
+    found = metrics.metrics_from_ranks(ranks, (10, k)) if len(ranks) else {}
+    ndcg, recall = found.get("ndcg@10", 0.0), found.get(f"recall@{k}", 0.0)
     return {"ndcg@10": ndcg, f"recall@{k}": recall, "objective": (ndcg + recall) / 2}
 
 
 def recall_at(scores: np.ndarray, targets: list[list[int]], k: int) -> float:
-    """Share of (row, target) pairs whose target is among the row's `k` best scores."""
-    hits = []
-    for row, wanted in zip(scores, targets):
-        top = set(np.argsort(-row, kind="stable")[:k].tolist())
-        hits += [t in top for t in wanted]
-    return float(np.mean(hits)) if hits else 0.0
+    """Share of (row, target) pairs whose target is among the row's `k` best scores (ties
+    broken by position)."""
+    ranks = metrics.stable_ranks(scores, targets)
+    return float(np.mean(ranks < k)) if len(ranks) else 0.0
 
 
 def choose_weights(parts: Components, targets: list[list[int]],
