@@ -99,10 +99,12 @@ def main() -> None:
         judge = tuned.reranker(inspired.corpus, responses)
         untuned = PointwiseReranker(TransformersBackend(), inspired.corpus, responses,
                                     context=args.context)
-        blended = f"tuned judge, weight {tuned.weight:g}"
+        kept = ", mentioned kept" if tuned.keep_mentioned else ""
+        blended = f"tuned judge, weight {tuned.weight:g}{kept}"
         systems |= {"untuned judge alone": (retriever, untuned),
                     "tuned judge alone": (retriever, judge),
-                    blended: (retriever, InterpolatedReranker(judge, tuned.weight))}
+                    blended: (retriever, InterpolatedReranker(judge, tuned.weight,
+                                                              tuned.keep_mentioned))}
     backend = TransformersBackend()
     check = title_check(retriever, inspired.corpus, fit.selection, k=config.k, backend=backend,
                         response_cache=responses, progress=True, seed=args.seed)
@@ -148,7 +150,7 @@ def main() -> None:
            "machine": cache.machine(),
            "dev": fit.dev, "tuning_seconds": tuning_seconds,
            **({"train_seconds": float(tuned.seconds), "chosen_step": tuned.step,
-               "chosen_weight": tuned.weight,
+               "chosen_weight": tuned.weight, "chosen_keep_mentioned": tuned.keep_mentioned,
                "selection_steps": json.loads(tuned.steps_table.to_json(orient="index")),
                "selection_weights": json.loads(tuned.weight_table.to_json(orient="index"))}
               if tuned else {}),

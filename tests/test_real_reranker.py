@@ -11,7 +11,7 @@ import torch
 from rar_lite.backends.llm import ResponseCache
 from rar_lite.backends.llm_local import TransformersBackend
 from rar_lite.data.conversations import Conversation, Turn
-from rar_lite.dialogue import real_reranker
+from rar_lite.dialogue import real_reranker, realdata
 from rar_lite.experiments import artifacts
 from rar_lite.reranking import prompts, rerank, tune
 
@@ -136,6 +136,13 @@ def test_tune_on_dialogue_chooses_steps_and_weight_on_selection(corpus, items,
     assert isinstance(judge, rerank.PointwiseReranker) and judge.context == "dialogue"
     assert isinstance(judge.backend, TransformersBackend)
     assert len(chosen.history) == 2
+    # nothing was mentioned: both ways score alike, and the tie goes to not keeping
+    kept = chosen.weight_table[f"ndcg@10, {realdata.KEPT}"]
+    assert kept.tolist() == chosen.weight_table["ndcg@10"].tolist()
+    assert chosen.keep_mentioned is False
+    blended = chosen.blended(corpus)
+    assert (blended.weight, blended.keep_mentioned) == (chosen.weight, False)
+    assert blended.reranker.backend is judge.backend  # the model is loaded once
 
 
 def test_simulated_examples_target_the_catalogue(corpus, items) -> None:
@@ -197,7 +204,7 @@ def test_title_check_extremes_are_the_retriever_and_the_title_likelihood(corpus,
     backend = TransformersBackend()
     check = real_reranker.title_check(retriever, corpus, selection, k=5, backend=backend,
                                       response_cache=ResponseCache(tmp_path / "r.sqlite"))
-    table, kept = check.table["ndcg@10"], check.table[f"ndcg@10, {real_reranker.KEPT}"]
+    table, kept = check.table["ndcg@10"], check.table[f"ndcg@10, {realdata.KEPT}"]
     chosen = kept if check.keep_mentioned else table
     assert chosen.loc[check.weight] == max(table.max(), kept.max())
     # weight 0: the retriever's order (targets 4th, 2nd and 1st of the list), either way

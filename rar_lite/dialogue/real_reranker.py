@@ -130,10 +130,17 @@ class DialogueReranker:
     context: str
     weight: float
     steps_table: pd.DataFrame  # per step: NDCG@10 / Recall@10 of the reranker alone
-    weight_table: pd.DataFrame  # per weight: NDCG@10 / Recall@10 interpolated
+    weight_table: pd.DataFrame  # per weight: NDCG@10 / Recall@10 blended, both ways
     history: pd.DataFrame  # the training run's loss and margin per step
     seconds: float  # training time (as recorded by the run that trained it)
     _backend: TransformersBackend | None = field(default=None, repr=False)
+    keep_mentioned: bool = False  # the blend keeps the mentioned movies in place
+
+    def blended(self, corpus: pd.DataFrame,
+                response_cache: ResponseCache | None = None) -> InterpolatedReranker:
+        """The judge blended with the retriever as chosen on dev (`weight`, `keep_mentioned`)."""
+        return InterpolatedReranker(self.reranker(corpus, response_cache), self.weight,
+                                    self.keep_mentioned)
 
     def reranker(self, corpus: pd.DataFrame,
                  response_cache: ResponseCache | None = None) -> PointwiseReranker:
@@ -188,15 +195,17 @@ def tune_on_dialogue(retriever: object, corpus: pd.DataFrame, train: list[Conver
     steps_table = pd.DataFrame(rows).set_index("step")
     best, judge = int(chosen[0]["step"]), chosen[1]
     adapter = adapters[best]
-    weight, weight_table = realdata.choose_rerank_weight(judge, retriever, selection, k=config.k,
-                                                progress=progress)
-    return DialogueReranker(adapter, best, config.context, weight, steps_table,
-                            weight_table, result.history, result.seconds, judge.backend)
+    blend = realdata.choose_blend(judge, retriever, selection, k=config.k, progress=progress)
+    return DialogueReranker(adapter, best, config.context, blend.weight, steps_table,
+                            blend.table, result.history, result.seconds, judge.backend,
+                            blend.keep_mentioned)
 
 
 def describe(judge: DialogueReranker, n_selection: int) -> str:
     """What the selection tables say, in sentences computed from them."""
-    steps, weights = judge.steps_table["ndcg@10"], judge.weight_table["ndcg@10"]
+    steps = judge.steps_table["ndcg@10"]
+    weights = judge.weight_table[f"ndcg@10, {realdata.KEPT}" if judge.keep_mentioned
+                                 else "ndcg@10"]
     order = weights.loc[0.0]
     lines = [f"On {n_selection} dev selection turns, the retriever's order has NDCG@10 "
              f"{order:.3f}; the judge alone {steps.loc[0]:.3f} untuned and "
@@ -206,7 +215,8 @@ def describe(judge: DialogueReranker, n_selection: int) -> str:
         lines.append("No blending weight beat the retriever's order there: the chosen weight "
                      "is 0, so the pipeline keeps the retriever's order.")
     else:
-        lines.append(f"Blended with the retriever at weight {judge.weight:g}, NDCG@10 "
+        way = ", the mentioned movies kept in place," if judge.keep_mentioned else ""
+        lines.append(f"Blended with the retriever at weight {judge.weight:g}{way} NDCG@10 "
                      f"{weights.loc[judge.weight]:.3f} ({weights.loc[judge.weight] - order:+.3f}).")
     return "\n".join(lines)
 
@@ -228,7 +238,7 @@ class TitleCheck:
         """What the table says, in sentences computed from it."""
         ndcg = self.table["ndcg@10"]
         order, alone = ndcg.loc[0.0], ndcg.loc[1.0]
-        kept = self.table[f"ndcg@10, {KEPT}"].loc[1.0]
+        kept = self.table[f"ndcg@10, {realdata.KEPT}"].loc[1.0]
         line = (f"On {n_selection} dev selection turns, the untuned model's title likelihood "
                 f"alone has NDCG@10 {alone:.3f} against the retriever's order {order:.3f} "
                 f"({alone - order:+.3f}); with the mentioned movies kept in the retriever's "
@@ -241,10 +251,6 @@ class TitleCheck:
                 " The blend was chosen on the same turns, so the interval flatters it.")
 
 
-#: The table columns of the blend that keeps the mentioned movies in place (`TitleCheck`).
-KEPT = "mentioned kept"
-
-
 def title_check(retriever: object, corpus: pd.DataFrame, selection: list[Conversation],
                 k: int = 20, backend: TransformersBackend | None = None,
                 response_cache: ResponseCache | None = None,
@@ -254,14 +260,8 @@ def title_check(retriever: object, corpus: pd.DataFrame, selection: list[Convers
     or not; ties to not, then to the smaller weight) chosen there."""
     title = TitleReranker(backend or TransformersBackend(), corpus,
                           response_cache or ResponseCache())
-    weights, tables = {}, {}
-    for keep in (False, True):
-        weights[keep], tables[keep] = realdata.choose_rerank_weight(
-            title, retriever, selection, k=k, progress=progress and not keep, keep_mentioned=keep)
-    table = tables[False].join(tables[True].add_suffix(f", {KEPT}"))
-    keep = tables[True]["ndcg@10"].max() > tables[False]["ndcg@10"].max()
-    weight = weights[keep]
-    per_pair = [pipeline.run_pipeline(retriever, InterpolatedReranker(title, w, keep), selection,
-                                      k=k).per_pair["ndcg@10"].to_numpy() for w in (weight, 0.0)]
-    return TitleCheck(weight, table, stats.paired_test(*per_pair, seed=seed),
-                      keep and weight > 0)
+    blend = realdata.choose_blend(title, retriever, selection, k=k, progress=progress)
+    per_pair = [pipeline.run_pipeline(retriever, chosen, selection, k=k).per_pair[
+        "ndcg@10"].to_numpy() for chosen in (blend.reranker(title), InterpolatedReranker(title, 0))]
+    return TitleCheck(blend.weight, blend.table, stats.paired_test(*per_pair, seed=seed),
+                      blend.keep_mentioned)

@@ -198,6 +198,43 @@ def choose_rerank_weight(reranker: object, retriever: object,
     return float(best["weight"]), table.set_index("weight")
 
 
+#: The table columns of the blend that keeps the mentioned movies in place (`choose_blend`).
+KEPT = "mentioned kept"
+
+
+@dataclass(frozen=True)
+class Blend:
+    """A reranker's blend with the retriever, chosen on dev selection (`choose_blend`): the
+    weight, the way (`keep_mentioned`: the mentioned movies in the retriever's places), and the
+    table per weight of both ways (the `KEPT` columns: kept)."""
+
+    weight: float
+    keep_mentioned: bool
+    table: pd.DataFrame
+
+    def reranker(self, reranker: object) -> InterpolatedReranker:
+        """`reranker` blended this way."""
+        return InterpolatedReranker(reranker, self.weight, self.keep_mentioned)
+
+
+def choose_blend(reranker: object, retriever: object, selection: list[Conversation],
+                 k: int = 20, weights: tuple[float, ...] = RERANK_WEIGHTS,
+                 progress: bool = False) -> Blend:
+    """The blend of `reranker` with `retriever`'s top `k` that is best on the dev `selection`
+    turns: for each way (over every candidate, or with the mentioned movies kept in the
+    retriever's places) the weight of `choose_rerank_weight`; then the way with the better
+    NDCG@10, ties to not keeping. A reranker that does not read what was mentioned (a title's
+    likelihood, a card) can then leave the retriever's mention signal alone."""
+    chosen, tables = {}, {}
+    for keep in (False, True):
+        chosen[keep], tables[keep] = choose_rerank_weight(
+            reranker, retriever, selection, k=k, weights=weights,
+            progress=progress and not keep, keep_mentioned=keep)
+    keep = bool(tables[True]["ndcg@10"].max() > tables[False]["ndcg@10"].max())
+    return Blend(chosen[keep], keep and chosen[keep] > 0,
+                 tables[False].join(tables[True].add_suffix(f", {KEPT}")))
+
+
 def load_dev(dataset: CikmDataset, directory: str | Path | None = None) -> list[Conversation] | None:
     """The dev recommendation turns over `dataset`'s items, or None when no dev file is found."""
     path = dev_file(directory)

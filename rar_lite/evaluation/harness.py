@@ -540,10 +540,9 @@ def _run_system(system: str, data: ConversationSet, seeded: _Seeded, reranker: o
         chosen = reranker
     elif system == "rar-fused":  # on real data the reranker tuned on dev dialogue, if any
         judge = data.retrieval.judge
-        chosen = rerank.InterpolatedReranker(
-            reranker if judge is None else judge.reranker(data.corpus,
-                                                          getattr(reranker, "cache", None)),
-            data.retrieval.rerank_weight)
+        chosen = (rerank.InterpolatedReranker(reranker, data.retrieval.rerank_weight)
+                  if judge is None else judge.blended(data.corpus,
+                                                      getattr(reranker, "cache", None)))
     else:  # rar-generate
         conversations, chosen = conversations[: config.n_generate], generation
     served = _retriever(system, data, seeded, popular)
@@ -649,7 +648,9 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
         if data.retrieval is not None:
             fit = data.retrieval
             fits[data.name] = {"weights": fit.weights.as_dict(),
-                               "rerank_weight": fit.rerank_weight, "dev": fit.dev,
+                               "rerank_weight": fit.rerank_weight,
+                               "mentioned_kept": bool(fit.judge and fit.judge.keep_mentioned),
+                               "dev": fit.dev,
                                "head": fit.dense.head is not None,
                                "reranker": "tuned on dev dialogue, step "
                                f"{fit.judge.step}" if fit.judge else "chapter 4's"}
