@@ -266,8 +266,6 @@ def _recommend(args: argparse.Namespace) -> int:
                              "started (`rar-lite serve`)")
         answer = serving.ask(args.server, args.text, args.k)
     else:
-        if args.llm is not None:
-            check_llm(args.llm)
         with library_bars(show=not args.no_progress):
             engine = _engine(args)
             answer = json.loads(json.dumps(serving.record(engine, args.text, args.k)))
@@ -277,9 +275,12 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def _engine(args: argparse.Namespace) -> Any:
-    """`demo.serving_engine` for `recommend` and `serve`'s --quick, --llm and --no-progress."""
+    """`demo.serving_engine` for `recommend` and `serve`'s --quick, --llm (checked first) and
+    --no-progress."""
     from rar_lite.book import demo
 
+    if args.llm is not None:
+        check_llm(args.llm)
     return demo.serving_engine(profile="quick" if args.quick else "full",
                                progress=not args.no_progress, llm=args.llm)
 
@@ -287,8 +288,6 @@ def _engine(args: argparse.Namespace) -> Any:
 def _serve(args: argparse.Namespace) -> int:
     from rar_lite.book import serving
 
-    if args.llm is not None:
-        check_llm(args.llm)
     with library_bars(show=not args.no_progress):
         engine = _engine(args)
     try:

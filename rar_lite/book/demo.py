@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from rar_lite.book.serving import clip
 from rar_lite.data import parsing
 from rar_lite.data.conversations import Conversation, Turn
 from rar_lite.data.matching import TitleMatcher, find_titles
@@ -214,12 +215,6 @@ class Demo:
         return {**self.box._repr_mimebundle_(), "image/png": snapshot_png(self)}
 
 
-def _clip(text: str, width: int) -> str:
-    """`text` on one line, cut to `width` characters with an ellipsis."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
 def snapshot_png(demo: Demo, top: int = 10) -> bytes:
     """A picture of the widget as it stands: the form (selected toggles filled) and the top of
     the shown ranking with its reasons. Drawn with matplotlib, so it needs no browser."""
@@ -245,27 +240,27 @@ def snapshot_png(demo: Demo, top: int = 10) -> bytes:
               ("Request", demo.request.value)]
     for y, (label, value) in enumerate(fields):
         ax.text(10, y + 0.5, label, ha="right", va="center", fontsize=9)
-        box(11, y, 97, _clip(value, 95))
+        box(11, y, 97, clip(value, 95))
     for y, (label, toggle) in enumerate((("Retriever", demo.retriever), ("Ranking", demo.ranker)),
                                         start=len(fields)):
         ax.text(10, y + 0.5, label, ha="right", va="center", fontsize=9)
         for i, option in enumerate(toggle.options):
-            box(11 + 29 * i, y, 28, _clip(option, 26), filled=option == toggle.value)
+            box(11 + 29 * i, y, 28, clip(option, 26), filled=option == toggle.value)
     box(11, 5, 16, "Recommend", filled=True)
     if ranking is None:
         note = demo.last if isinstance(demo.last, str) else "(press Recommend)"
         ax.text(1, 7.5, note, va="center", fontsize=9, color="#b00" if demo.last else "gray")
         return _png(fig)
-    ax.text(1, 6.5, _clip(f"Seeker: {demo.last.conversation.seeker_text()}", 110), va="center",
+    ax.text(1, 6.5, clip(f"Seeker: {demo.last.conversation.seeker_text()}", 110), va="center",
             fontsize=9)
     ax.text(1, 7.5, f"Recommended ({demo.last.seconds:.2f} s)", va="center", fontsize=10,
             weight="bold")
     why = ranking.columns[-1]
     columns = ((1, "rank", 4), (6, "title", 36), (50, "year", 6), (56, why, 50))
     for x, name, width in columns:
-        ax.text(x, 8.5, _clip(name, width), va="center", fontsize=9, weight="bold")
+        ax.text(x, 8.5, clip(name, width), va="center", fontsize=9, weight="bold")
         for y, value in enumerate(ranking[name], start=9):
-            ax.text(x, y + 0.5, _clip(value, width), va="center", fontsize=9)
+            ax.text(x, y + 0.5, clip(value, width), va="center", fontsize=9)
     return _png(fig)
 
 

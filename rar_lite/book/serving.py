@@ -41,14 +41,20 @@ class ServerError(RuntimeError):
     """No server answered, or it refused the request; the message says which and why."""
 
 
+def pipeline(engine: DemoEngine) -> dict:
+    """The engine's default parts: its first retriever and ranking mode, and how many it
+    retrieves."""
+    return {"retriever": next(iter(engine.retrievers)), "ranker": next(iter(engine.rankers)),
+            "retrieved": engine.k}
+
+
 def record(engine: DemoEngine, text: str, k: int = 10) -> dict:
     """The engine's answer to `text` as the JSON record the server sends: `as_json` plus the
-    titles of the movies named, the pipeline's parts and the candidates retrieved."""
+    titles of the movies named and the pipeline's parts."""
     result = engine.recommend_text(text, top=k)
     named = [f"{engine.items.at[i, 'title']} ({_year(engine.items.at[i, 'year'])})"
              for i in result.conversation.history]
-    return {**result.as_json(), "named": named, "retriever": next(iter(engine.retrievers)),
-            "ranker": next(iter(engine.rankers)), "retrieved": engine.k}
+    return {**result.as_json(), "named": named, **pipeline(engine)}
 
 
 def _year(value: object) -> str:
@@ -82,8 +88,13 @@ def format_result(answer: dict) -> str:
 
 
 def _cell(value: Any, width: int = 80) -> str:
-    """One table cell: '—' for nothing, text cut to `width` characters."""
-    text = "—" if value is None else str(value)
+    """One table cell: '—' for nothing, else `clip`ped to `width` characters."""
+    return "—" if value is None else clip(value, width)
+
+
+def clip(text: object, width: int) -> str:
+    """`text` on one line, cut to `width` characters with an ellipsis."""
+    text = " ".join(str(text).split())
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
@@ -103,8 +114,8 @@ class RecommendServer(HTTPServer):
 
     def health(self) -> dict:
         """What ``GET /health`` answers."""
-        return {"status": "ok", "k": self.engine.k, "retriever": next(iter(self.engine.retrievers)),
-                "ranker": next(iter(self.engine.rankers))}
+        parts = pipeline(self.engine)
+        return {"status": "ok", "k": parts.pop("retrieved"), **parts}
 
 
 class _Handler(BaseHTTPRequestHandler):
