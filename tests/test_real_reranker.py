@@ -222,3 +222,38 @@ def test_title_check_extremes_are_the_retriever_and_the_title_likelihood(corpus,
     assert text.startswith("On 3 dev selection turns") and f"{table.loc[1.0]:.3f}" in text
     assert f"places, {kept.loc[1.0]:.3f}" in text
     assert ("95% CI" in text) == (check.weight > 0)
+
+
+def _table(plain: list[float], kept: list[float]) -> pd.DataFrame:
+    weights = [0.0, 0.5, 1.0]
+    return pd.DataFrame({"ndcg@10": plain, "recall@10": plain,
+                         f"ndcg@10, {realdata.KEPT}": kept,
+                         f"recall@10, {realdata.KEPT}": kept}, index=pd.Index(weights,
+                                                                               name="weight"))
+
+
+def test_choose_stage_takes_the_better_blend_on_selection(corpus) -> None:
+    judge = real_reranker.DialogueReranker(
+        None, 0, "dialogue", 0.5, pd.DataFrame(), _table([0.25, 0.27, 0.12], [0.25, 0.26, 0.2]),
+        pd.DataFrame(), 0.0)
+    titles = real_reranker.TitleCheck(1.0, _table([0.25, 0.26, 0.2], [0.25, 0.27, 0.28]),
+                                      {}, keep_mentioned=True)
+    stage = real_reranker.choose_stage(judge, titles)  # 0.28 (kept, weight 1) beats 0.27
+    assert stage.name == "title likelihood" and stage.chosen is titles
+    assert stage.ndcg == pytest.approx({"tuned judge": 0.27, "title likelihood": 0.28,
+                                        "retriever's order": 0.25})
+    assert stage.table is titles.table
+    backend = TransformersBackend()
+    titles._backend = backend  # the model title_check loaded is reused
+    blend = stage.reranker(corpus)
+    assert isinstance(blend.reranker, rerank.TitleReranker) and blend.reranker.backend is backend
+    assert (blend.weight, blend.keep_mentioned) == (1.0, True)
+    assert "title likelihood's blend" in stage.describe(67) and "0.280" in stage.describe(67)
+    # a tie, or no title check, keeps the judge (the paper's kind of reader)
+    tied = real_reranker.TitleCheck(0.5, _table([0.25, 0.27, 0.2], [0.25, 0.25, 0.2]), {})
+    for other in (tied, None):
+        stage = real_reranker.choose_stage(judge, other)
+        assert stage.name == "tuned judge" and stage.chosen is judge
+        assert stage.table is judge.weight_table
+    alone = real_reranker.choose_stage(judge, None)
+    assert set(alone.ndcg) == {"tuned judge", "retriever's order"}

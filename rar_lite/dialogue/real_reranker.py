@@ -25,7 +25,8 @@ is read.
 answering with the title (`rerank.TitleReranker`), alone and blended, on the same selection turns,
 blended two ways: over every candidate, or with the movies the dialogue already mentioned kept in
 the retriever's places (its mention signal, which the likelihood of a title does not read); the
-way and the weight are chosen there.
+way and the weight are chosen there. `choose_stage` then picks, on the same turns, which of the two
+blends is the LLM stage of the fused RAR pipeline on real data.
 """
 
 from __future__ import annotations
@@ -204,9 +205,8 @@ def tune_on_dialogue(retriever: object, corpus: pd.DataFrame, train: list[Conver
 def describe(judge: DialogueReranker, n_selection: int) -> str:
     """What the selection tables say, in sentences computed from them."""
     steps = judge.steps_table["ndcg@10"]
-    weights = judge.weight_table[f"ndcg@10, {realdata.KEPT}" if judge.keep_mentioned
-                                 else "ndcg@10"]
-    order = weights.loc[0.0]
+    order = realdata.blend_ndcg(judge.weight_table, 0.0, False)
+    chosen = realdata.blend_ndcg(judge.weight_table, judge.weight, judge.keep_mentioned)
     lines = [f"On {n_selection} dev selection turns, the retriever's order has NDCG@10 "
              f"{order:.3f}; the judge alone {steps.loc[0]:.3f} untuned and "
              f"{steps.loc[judge.step]:.3f} at the chosen step {judge.step} "
@@ -217,7 +217,7 @@ def describe(judge: DialogueReranker, n_selection: int) -> str:
     else:
         way = ", the mentioned movies kept in place," if judge.keep_mentioned else ""
         lines.append(f"Blended with the retriever at weight {judge.weight:g}{way} NDCG@10 "
-                     f"{weights.loc[judge.weight]:.3f} ({weights.loc[judge.weight] - order:+.3f}).")
+                     f"{chosen:.3f} ({chosen - order:+.3f}).")
     return "\n".join(lines)
 
 
@@ -233,6 +233,15 @@ class TitleCheck:
     table: pd.DataFrame
     paired: dict[str, float]
     keep_mentioned: bool = False
+    _backend: TransformersBackend | None = field(default=None, repr=False)
+
+    def blended(self, corpus: pd.DataFrame,
+                response_cache: ResponseCache | None = None) -> InterpolatedReranker:
+        """The title likelihood over `corpus`'s titles, blended as chosen on dev."""
+        if self._backend is None:
+            self._backend = TransformersBackend()
+        return InterpolatedReranker(TitleReranker(self._backend, corpus, response_cache),
+                                    self.weight, self.keep_mentioned)
 
     def describe(self, n_selection: int) -> str:
         """What the table says, in sentences computed from it."""
@@ -258,10 +267,60 @@ def title_check(retriever: object, corpus: pd.DataFrame, selection: list[Convers
     """The untuned model's title likelihood (`rerank.TitleReranker`) over `retriever`'s top `k`
     on the `selection` turns, its interpolation weight and way (mentioned movies kept in place
     or not; ties to not, then to the smaller weight) chosen there."""
-    title = TitleReranker(backend or TransformersBackend(), corpus,
-                          response_cache or ResponseCache())
+    backend = backend or TransformersBackend()
+    title = TitleReranker(backend, corpus, response_cache or ResponseCache())
     blend = realdata.choose_blend(title, retriever, selection, k=k, progress=progress)
     per_pair = [pipeline.run_pipeline(retriever, chosen, selection, k=k).per_pair[
         "ndcg@10"].to_numpy() for chosen in (blend.reranker(title), InterpolatedReranker(title, 0))]
     return TitleCheck(blend.weight, blend.table, stats.paired_test(*per_pair, seed=seed),
-                      blend.keep_mentioned)
+                      blend.keep_mentioned, backend)
+
+
+#: The two LLM stages `choose_stage` picks between.
+STAGES = ("tuned judge", "title likelihood")
+
+
+@dataclass
+class LLMStage:
+    """The LLM stage of the fused RAR pipeline on real data (`choose_stage`): which one, the
+    selection NDCG@10 of each blend as chosen on dev (`ndcg`), and the blend itself."""
+
+    name: str  # one of `STAGES`
+    ndcg: dict[str, float]  # per stage, and "retriever's order"
+    judge: DialogueReranker
+    titles: TitleCheck | None
+
+    @property
+    def chosen(self) -> DialogueReranker | TitleCheck:
+        """The chosen stage (its `weight`, `keep_mentioned` and `blended`)."""
+        return self.titles if self.name == STAGES[1] and self.titles is not None else self.judge
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The chosen stage's table per blending weight, both ways (`realdata.choose_blend`)."""
+        chosen = self.chosen
+        return chosen.table if isinstance(chosen, TitleCheck) else chosen.weight_table
+
+    def reranker(self, corpus: pd.DataFrame,
+                 response_cache: ResponseCache | None = None) -> InterpolatedReranker:
+        """The chosen blend over `corpus`."""
+        return self.chosen.blended(corpus, response_cache)
+
+    def describe(self, n_selection: int) -> str:
+        """Which stage was chosen and why, from the selection numbers."""
+        scores = ", ".join(f"{name} {value:.3f}" for name, value in self.ndcg.items())
+        return (f"LLM stage on real data: the {self.name}'s blend, the better of the two on "
+                f"{n_selection} dev selection turns (NDCG@10: {scores}; ties go to the judge).")
+
+
+def choose_stage(judge: DialogueReranker, titles: TitleCheck | None) -> LLMStage:
+    """The tuned judge's blend or the title likelihood's, whichever has the higher NDCG@10 on
+    the dev selection turns both were chosen on (ties, or no title check: the judge, the
+    paper's kind of reader). The test split is not read."""
+    ndcg = {STAGES[0]: realdata.blend_ndcg(judge.weight_table, judge.weight,
+                                           judge.keep_mentioned)}
+    if titles is not None:
+        ndcg[STAGES[1]] = realdata.blend_ndcg(titles.table, titles.weight, titles.keep_mentioned)
+    ndcg["retriever's order"] = realdata.blend_ndcg(judge.weight_table, 0.0, False)
+    best = STAGES[1] if ndcg.get(STAGES[1], -1.0) > ndcg[STAGES[0]] else STAGES[0]
+    return LLMStage(best, ndcg, judge, titles)

@@ -85,6 +85,7 @@ class RealRetrieval:
     counts: dict[int, int] = field(default_factory=dict)  # item -> named in train dialogues
     train: list[Conversation] = field(default_factory=list)  # the head's dev dialogues
     judge: object | None = None  # the reranker tuned on `train` (`real_reranker`), if any
+    stage: object | None = None  # the LLM stage chosen on `selection` (`real_reranker`), if any
 
     def fused(self, served: object | None, corpus: pd.DataFrame,
               weights: fusion.FusionWeights | None = None,
@@ -101,7 +102,7 @@ class RealRetrieval:
                                      self.dense.head, corpus)
         return RealRetrieval(moved, self.weights, self.dev, self.head_table, self.weight_table,
                              self.selection, self.rerank_weight, self.rerank_table, self.counts,
-                             self.train, self.judge)
+                             self.train, self.judge, self.stage)
 
 
 def fit(corpus: pd.DataFrame, item_ids: list[int], served: object | None,
@@ -200,6 +201,12 @@ def choose_rerank_weight(reranker: object, retriever: object,
 
 #: The table columns of the blend that keeps the mentioned movies in place (`choose_blend`).
 KEPT = "mentioned kept"
+
+
+def blend_ndcg(table: pd.DataFrame, weight: float, keep_mentioned: bool) -> float:
+    """NDCG@10 on the selection turns of one blend (its weight and way) in a `choose_blend`
+    table."""
+    return float(table[f"ndcg@10, {KEPT}" if keep_mentioned else "ndcg@10"].loc[weight])
 
 
 @dataclass(frozen=True)

@@ -440,7 +440,9 @@ def _fit_dense(config: EvalConfig, corpus: pd.DataFrame, sets: list[Conversation
     it) with that head and weights chosen on simulated validation
     conversations. LRURec `served` (the first seed's) takes part in choosing the weights; with
     `rerank_weight`, the tuned reranker's interpolation weight is chosen on the same selection
-    conversations (`realdata.choose_rerank_weight`)."""
+    conversations (`realdata.choose_rerank_weight`); on real dev dialogue the judge is tuned
+    there instead, and the LLM stage (its blend or the title likelihood's) chosen there too
+    (`real_reranker.choose_stage`)."""
     encoder = dense.load_encoder()
 
     def with_weight(fit: realdata.RealRetrieval, on_corpus: pd.DataFrame) -> None:
@@ -449,7 +451,11 @@ def _fit_dense(config: EvalConfig, corpus: pd.DataFrame, sets: list[Conversation
                 fit.fused(served, on_corpus), on_corpus, fit.train, fit.selection,
                 config.sizes().dialogue,
                 response_cache=responses, progress=progress)
-            fit.rerank_weight, fit.rerank_table = fit.judge.weight, fit.judge.weight_table
+            titles = real_reranker.title_check(
+                fit.fused(served, on_corpus), on_corpus, fit.selection, k=config.k,
+                response_cache=responses, progress=progress)
+            fit.stage = real_reranker.choose_stage(fit.judge, titles)
+            fit.rerank_weight, fit.rerank_table = fit.stage.chosen.weight, fit.stage.table
         elif rerank_weight and tuned is not None and fit.selection:
             reader = rerank.PointwiseReranker(tuned, on_corpus, response_cache=responses)
             fit.rerank_weight, fit.rerank_table = realdata.choose_rerank_weight(
@@ -538,11 +544,11 @@ def _run_system(system: str, data: ConversationSet, seeded: _Seeded, reranker: o
         chosen = rerank.KeywordReranker(data.corpus)
     elif system in ("rar-sft", "rar-loop"):
         chosen = reranker
-    elif system == "rar-fused":  # on real data the reranker tuned on dev dialogue, if any
-        judge = data.retrieval.judge
+    elif system == "rar-fused":  # on real data the LLM stage chosen on dev dialogue, if any
+        stage = data.retrieval.stage
         chosen = (rerank.InterpolatedReranker(reranker, data.retrieval.rerank_weight)
-                  if judge is None else judge.blended(data.corpus,
-                                                      getattr(reranker, "cache", None)))
+                  if stage is None else stage.reranker(data.corpus,
+                                                       getattr(reranker, "cache", None)))
     else:  # rar-generate
         conversations, chosen = conversations[: config.n_generate], generation
     served = _retriever(system, data, seeded, popular)
@@ -647,13 +653,17 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     for data in chosen_sets:
         if data.retrieval is not None:
             fit = data.retrieval
+            stage = fit.stage
             fits[data.name] = {"weights": fit.weights.as_dict(),
                                "rerank_weight": fit.rerank_weight,
-                               "mentioned_kept": bool(fit.judge and fit.judge.keep_mentioned),
+                               "mentioned_kept": bool(stage and stage.chosen.keep_mentioned),
                                "dev": fit.dev,
                                "head": fit.dense.head is not None,
-                               "reranker": "tuned on dev dialogue, step "
-                               f"{fit.judge.step}" if fit.judge else "chapter 4's"}
+                               "reranker": "chapter 4's" if stage is None else
+                               f"{stage.name} (judge tuned on dev dialogue, step "
+                               f"{fit.judge.step})",
+                               **({} if stage is None else {"selection ndcg@10": {
+                                   k: round(v, 4) for k, v in stage.ndcg.items()}})}
             ablations[data.name] = realdata.ablation(fit, first.served, data.corpus,
                                                      data.conversations)
     pairs, records, timing = [], [], []
