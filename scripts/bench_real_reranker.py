@@ -98,7 +98,7 @@ def main() -> None:
               f"chosen weight {tuned.weight}")
         judge = tuned.reranker(inspired.corpus, responses)
         untuned = PointwiseReranker(TransformersBackend(), inspired.corpus, responses,
-                                    context=args.context)
+                                    context=args.context, card=config.card)
         kept = ", mentioned kept" if tuned.keep_mentioned else ""
         blended = f"tuned judge, weight {tuned.weight:g}{kept}"
         systems |= {"untuned judge alone": (retriever, untuned),

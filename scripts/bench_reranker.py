@@ -6,7 +6,8 @@ measured separately with the cache off.
 
     .venv/bin/python scripts/bench_reranker.py [--n 100] [--n-generation 20] [--train 1000]
 
-`--latency-only --out FILE` measures the tuned pointwise reranker alone (the issue-20 bar): its
+`--card full` tunes and runs the tuned pointwise reranker on the full item card instead of the
+brief one (`rerank.card_texts`). `--latency-only --out FILE` measures the tuned pointwise reranker alone (the issue-20 bar): its
 seconds per conversation of 20 candidates with the answer cache off, and, in the same run as the
 machine's reference, one forward pass of the same model over a 600-token prompt; the ratio of the
 two; and whether its rankings equal those of the unbatched path (every prompt encoded whole).
@@ -43,6 +44,8 @@ def main() -> None:
                         help="time the tuned pointwise reranker only (see the docstring)")
     parser.add_argument("--n-latency", type=int, default=10,
                         help="conversations timed with --latency-only")
+    parser.add_argument("--card", choices=rerank.CARDS, default="brief",
+                        help="the card the tuned pointwise reranker is tuned on and reads")
     args = parser.parse_args()
     if args.latency_only:
         return latency_only(args)
@@ -53,12 +56,14 @@ def main() -> None:
     print(f"backend: {base.model} ({base.dtype}, {base.device}); {len(setup.conversations)} "
           "validation conversations, 20 candidates each", flush=True)
     tuned, result = artifacts.tuned_backend(
-        setup, TuneConfig(steps=args.steps, seed=args.seed), n_train=args.train, progress=True)
+        setup, TuneConfig(steps=args.steps, seed=args.seed), n_train=args.train, progress=True,
+        card=args.card)
     print(f"tuning: {args.steps} steps in {result.seconds / 60:.1f} min; final margin "
           f"{result.history['margin'].tail(10).mean():.2f}", flush=True)
     fast = {**reranker_study.zero_shot_rerankers(base, setup.corpus, args.seed, responses),
             "pointwise (tuned)": rerank.PointwiseReranker(tuned, setup.corpus,
-                                                          response_cache=responses)}
+                                                          response_cache=responses,
+                                                          card=args.card)}
     table, _ = reranker_study.compare_rerankers(
         fast, setup.conversations, setup.candidates, progress=True,
         ablate=("verbalizer (zero-shot)", "pointwise (tuned)"))
@@ -77,7 +82,7 @@ def main() -> None:
     print(table.round(3).to_string())
     cache.write_json(args.out, {
         "machine": cache.machine(dtype=str(base.dtype)),
-        "n": args.n, "n_generation": n, "train_conversations": args.train,
+        "n": args.n, "n_generation": n, "train_conversations": args.train, "card": args.card,
         "tuning_seconds": result.seconds, "tuning_history": result.history.to_dict("list"),
         "table": table.reset_index(names="reranker").to_dict("records"),
     })
@@ -104,8 +109,8 @@ def forward_seconds(backend: llm_local.TransformersBackend, text: str, tokens: i
 def latency_only(args: argparse.Namespace) -> None:
     setup = artifacts.study_setup(args.n_latency, seed=args.seed, progress=False)
     tuned, _ = artifacts.tuned_backend(
-        setup, TuneConfig(steps=args.steps, seed=args.seed), n_train=args.train)
-    reranker = rerank.PointwiseReranker(tuned, setup.corpus)  # no answer cache
+        setup, TuneConfig(steps=args.steps, seed=args.seed), n_train=args.train, card=args.card)
+    reranker = rerank.PointwiseReranker(tuned, setup.corpus, card=args.card)  # no answer cache
     reranker_study.run(reranker, setup.conversations[:1], setup.candidates[:1])  # warm-up
     rankings, seconds = reranker_study.run(reranker, setup.conversations, setup.candidates)
     forward = forward_seconds(tuned, reranker_study.example_prompt(setup, 0))
@@ -119,7 +124,7 @@ def latency_only(args: argparse.Namespace) -> None:
         fast = dict(zip(ranking.items, ranking.scores))
         largest = max(largest, max(abs(fast[c] - w) for c, w in zip(pool, whole)))
     record = {"machine": cache.machine(dtype=str(tuned.dtype), device=tuned.device),
-              "model": tuned.model, "conversations": len(rankings),
+              "model": tuned.model, "card": args.card, "conversations": len(rankings),
               "candidates": len(setup.candidates[0]),
               "seconds_per_conversation": seconds, "forward_600_tokens_seconds": forward,
               "ratio": seconds / forward, "identical_rankings": identical,

@@ -84,6 +84,22 @@ def test_render_item_leaves_unknown_fields_out() -> None:
     assert rc.render_item(row) == "Heat (1995) — Crime; directed by Michael Mann; IMDb 8.2"
 
 
+def test_brief_card_leaves_out_cast_and_votes_and_renders_on_first_use() -> None:
+    row = {"item_id": 7, "title": "Heat", "year": 1995, "genres": ["Crime"],
+           "runtime_min": 170, "imdb_rating": 8.2, "imdb_votes": 500_000, "mpaa": "R",
+           "director": ["Michael Mann"], "cast": ["Al Pacino", "Robert De Niro"]}
+    assert rc.render_item(row) == ("Heat (1995) — Crime; directed by Michael Mann; starring Al "
+                                   "Pacino, Robert De Niro; 170 min; IMDb 8.2 (500,000 votes); R")
+    assert rc.brief_card(row) == ("Heat (1995) — Crime; directed by Michael Mann; 170 min; "
+                                  "IMDb 8.2; R")
+    frame = pd.DataFrame([row, {**row, "item_id": 9, "title": "Ronin", "cast": []}])
+    cards = rc.BriefCards(frame)
+    assert len(cards) == 2 and list(cards) == [7, 9] and not cards._done
+    assert cards[9] == rc.brief_card(frame.iloc[1]) and list(cards._done) == [9]
+    with pytest.raises(KeyError):
+        cards[8]
+
+
 def test_order_cast_by_prominence() -> None:
     from rar_lite.data import wikidata
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rar_lite.backends import llm, llm_local
+from rar_lite.data import corpus as corpus_module
 from rar_lite.data.conversations import Conversation, Turn
 from rar_lite.reranking import prompts, rerank, tune
 
@@ -308,3 +309,23 @@ def test_chosen_token_logits_equal_the_full_row(backend) -> None:
     whole = backend.last_logits(["Is Heat a heist movie?\nyes or no",
                                  "Is Heat a heist movie?\nmaybe"])
     assert torch.allclose(fast, whole[:, tokens], atol=1e-2)
+
+
+def test_pointwise_reads_the_card_it_was_tuned_on(backend, corpus, items) -> None:
+    brief = rerank.PointwiseReranker(backend, corpus)
+    full = rerank.PointwiseReranker(backend, corpus, card="full")
+    row = corpus.set_index("item_id").loc[items[0]]
+    assert "starring" in row["text"] and "votes" in row["text"]
+    short, long = (r.prompt_texts(conversation(), [items[0]])[0] for r in (brief, full))
+    assert corpus_module.brief_card(row) in short and "starring" not in short
+    assert row["text"] in long
+    assert len(backend.tokenizer(short)["input_ids"]) < len(backend.tokenizer(long)["input_ids"])
+    with pytest.raises(ValueError, match="card must be one of"):
+        rerank.PointwiseReranker(backend, corpus, card="short")
+    # tuning examples show each movie by the same card as the reranker that reads them
+    asked = Conversation("c2", conversation().turns, (), (items[0],), "test")
+    examples = tune.pointwise_examples([asked], [items[1:4]], rerank.card_texts(corpus),
+                                       negatives=2)
+    assert [e.label for e in examples] == [1, 0, 0]
+    texts = brief.prompt_texts(asked, list(items[:4]))
+    assert all(any(e.movie in t for t in texts) for e in examples)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -178,10 +179,10 @@ def _fuzzy_proposals(movielens: pd.DataFrame, imdb: pd.DataFrame, rows: list[int
     return proposals
 
 
-def render_item(row: dict | pd.Series, n_cast: int = CARD_CAST) -> str:
+def render_item(row: dict | pd.Series, n_cast: int = CARD_CAST, votes: bool = True) -> str:
     """The item card, one line: "Heat (1995) — Action, Crime, Thriller; directed by Michael Mann;
     starring Al Pacino, Robert De Niro, Val Kilmer; 170 min; IMDb 8.2 (…); R". Unknown fields are
-    left out."""
+    left out; so are the cast with `n_cast=0` and the vote count with `votes=False`."""
     title = row["title"]
     year = row.get("year")
     head = f"{title} ({int(year)})" if _known(year) else str(title)
@@ -196,12 +197,41 @@ def render_item(row: dict | pd.Series, n_cast: int = CARD_CAST) -> str:
     if _known(row.get("runtime_min")):
         parts.append(f"{int(row['runtime_min'])} min")
     if _known(row.get("imdb_rating")):
-        votes = row.get("imdb_votes")
-        votes_text = f" ({int(votes):,} votes)" if _known(votes) else ""
+        count = row.get("imdb_votes") if votes else None
+        votes_text = f" ({int(count):,} votes)" if _known(count) else ""
         parts.append(f"IMDb {float(row['imdb_rating']):.1f}{votes_text}")
     if isinstance(row.get("mpaa"), str) and row["mpaa"]:
         parts.append(row["mpaa"])
     return f"{head} — {'; '.join(parts)}" if parts else head
+
+
+def brief_card(row: dict | pd.Series) -> str:
+    """The card the pointwise reranker reads: the item card without its cast and vote count
+    ("Heat (1995) — Action, Crime, Thriller; directed by Michael Mann; 170 min; IMDb 8.2; R"),
+    about 40 tokens for a retrieved movie instead of about 60: the reranker's cost is its
+    candidates' tokens, and neither field is a slot of chapter 2's simulated requests
+    (`simulate.draw_slots`)."""
+    return render_item(row, n_cast=0, votes=False)
+
+
+class BriefCards(Mapping):
+    """`brief_card` of each item of `corpus`, by item id, rendered on first use (a reranker
+    reads a few thousand of a corpus's 68k movies)."""
+
+    def __init__(self, corpus: pd.DataFrame) -> None:
+        self._rows = corpus.set_index("item_id")
+        self._done: dict[int, str] = {}
+
+    def __getitem__(self, item_id: int) -> str:
+        if item_id not in self._done:
+            self._done[item_id] = brief_card(self._rows.loc[item_id])
+        return self._done[item_id]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._rows.index)
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
 
 def _listed(value: object) -> list[str]:

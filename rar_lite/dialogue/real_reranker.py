@@ -44,9 +44,11 @@ from rar_lite.dialogue import realdata
 from rar_lite.loop import pipeline
 from rar_lite.reranking import prompts
 from rar_lite.reranking.rerank import (
+    CARDS,
     InterpolatedReranker,
     PointwiseReranker,
     TitleReranker,
+    card_texts,
 )
 from rar_lite.reranking.tune import (
     Example,
@@ -71,6 +73,8 @@ class DialogueTuning:
     # dialogues (2026-12-02) they raised the judge alone from NDCG@10 0.105 to 0.124 (dev turns
     # alone: training loss stayed at chance, log 6)
     n_simulated: int = 300
+    # the card the judge reads (`rerank.card_texts`): the full one, since seekers name actors
+    card: str = "full"
 
     def __post_init__(self) -> None:
         if self.context not in prompts.CONTEXTS:
@@ -78,6 +82,8 @@ class DialogueTuning:
                              f"got {self.context!r}")
         if self.k < 2:
             raise ValueError(f"k must be at least 2, got {self.k}")
+        if self.card not in CARDS:
+            raise ValueError(f"card must be one of {CARDS}, got {self.card!r}")
         if self.n_simulated < 0:
             raise ValueError(f"n_simulated must be >= 0, got {self.n_simulated}")
 
@@ -100,7 +106,7 @@ def dialogue_examples(retriever: object, conversations: list[Conversation],
                       seed: int = 0) -> list[Example]:
     """Pointwise examples from real turns: each target "yes", `config.tune.negatives` of the
     retriever's top-k candidates "no" (never a target of the turn)."""
-    texts = corpus.set_index("item_id")["text"]
+    texts = card_texts(corpus, config.card)
     usable = [c for c in conversations if c.targets]
     return pointwise_examples(usable, hard_pools(retriever, usable, config.k), texts,
                               negatives=config.tune.negatives, seed=seed,
@@ -136,6 +142,7 @@ class DialogueReranker:
     seconds: float  # training time (as recorded by the run that trained it)
     _backend: TransformersBackend | None = field(default=None, repr=False)
     keep_mentioned: bool = False  # the blend keeps the mentioned movies in place
+    card: str = "full"  # the card it was tuned on and reads (`rerank.card_texts`)
 
     def blended(self, corpus: pd.DataFrame,
                 response_cache: ResponseCache | None = None) -> InterpolatedReranker:
@@ -149,7 +156,8 @@ class DialogueReranker:
         is loaded once."""
         if self._backend is None:
             self._backend = TransformersBackend(adapter=self.adapter)
-        return PointwiseReranker(self._backend, corpus, response_cache, context=self.context)
+        return PointwiseReranker(self._backend, corpus, response_cache, context=self.context,
+                                 card=self.card)
 
 
 def _alone(reranker: PointwiseReranker, retriever: object, selection: list[Conversation],
@@ -188,7 +196,7 @@ def tune_on_dialogue(retriever: object, corpus: pd.DataFrame, train: list[Conver
     rows, chosen = [], None  # the best so far: (row, its judge); one model held at a time
     for step, adapter in adapters.items():
         candidate = PointwiseReranker(TransformersBackend(adapter=adapter), corpus,
-                                      response_cache, context=config.context)
+                                      response_cache, context=config.context, card=config.card)
         rows.append({"step": step, **_alone(candidate, retriever, selection, config.k,
                                             progress, f"selection, step {step}")})
         if chosen is None or rows[-1]["ndcg@10"] > chosen[0]["ndcg@10"]:  # ties: fewer steps
@@ -199,7 +207,7 @@ def tune_on_dialogue(retriever: object, corpus: pd.DataFrame, train: list[Conver
     blend = realdata.choose_blend(judge, retriever, selection, k=config.k, progress=progress)
     return DialogueReranker(adapter, best, config.context, blend.weight, steps_table,
                             blend.table, result.history, result.seconds, judge.backend,
-                            blend.keep_mentioned)
+                            blend.keep_mentioned, config.card)
 
 
 def describe(judge: DialogueReranker, n_selection: int) -> str:

@@ -123,23 +123,26 @@ def training_conversations(sets: simulate.SimulatedSets, n_conversations: int,
 
 
 def training_examples(setup: StudySetup, n_conversations: int, k: int = 20,
-                      negatives: int = 3, seed: int = 0) -> list[Example]:
+                      negatives: int = 3, seed: int = 0, card: str = "brief") -> list[Example]:
     """Pointwise examples from *training* conversations: the target "yes", `negatives` of its
-    retrieved candidates "no" (hard negatives: what the reranker will face)."""
+    retrieved candidates "no" (hard negatives: what the reranker will face), each movie shown
+    by its `card` (`rerank.card_texts`)."""
     conversations = training_conversations(setup.sets, n_conversations, seed)
     pools = rerank.candidate_sets(conversations, setup.served.topk, k=k, include_target=False)
-    texts = setup.corpus.set_index("item_id")["text"]
+    texts = rerank.card_texts(setup.corpus, card)
     return pointwise_examples(conversations, pools, texts, negatives=negatives, seed=seed)
 
 
 def tuned_backend(setup: StudySetup, config=None, n_train: int = 1000, seed: int = 0,
-                  progress: bool = False):
-    """Tune the pointwise reranker on `n_train` training conversations (or load the cached
-    adapter of an identical earlier run) and return (backend with the adapter, TuneResult)."""
+                  progress: bool = False, card: str = "brief"):
+    """Tune the pointwise reranker on `n_train` training conversations, shown by their `card`
+    (or load the cached adapter of an identical earlier run) and return (backend with the
+    adapter, TuneResult)."""
     from rar_lite.reranking.tune import TuneConfig, tune_pointwise
 
     config = config or TuneConfig(seed=seed)
-    examples = training_examples(setup, n_train, negatives=config.negatives, seed=seed)
+    examples = training_examples(setup, n_train, negatives=config.negatives, seed=seed,
+                                 card=card)
     key = cache.fingerprint(config.__dict__, [e.__dict__ for e in examples])
     result = tune_pointwise(examples, config, cache.cache_dir() / "adapters" / f"pointwise-{key}",
                             progress=progress)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +49,7 @@ from rar_lite.backends.llm import (
 from rar_lite.backends.llm_local import TransformersBackend
 from rar_lite.data import parsing
 from rar_lite.data.conversations import Conversation
+from rar_lite.data.corpus import BriefCards
 from rar_lite.data.matching import TitleMatcher
 from rar_lite.reranking import prompts
 
@@ -301,18 +302,33 @@ class VerbalizerReranker(_LLMReranker):
         return _by_scores(candidates, scores / len(orders))
 
 
+#: The cards a pointwise reranker can read (`card_texts`).
+CARDS = ("brief", "full")
+
+
+def card_texts(corpus: pd.DataFrame, card: str = "brief") -> Mapping[int, str]:
+    """Item id -> the card a pointwise reranker reads, and is tuned on: "brief"
+    (`corpus.brief_card`: no cast, no vote count) or "full" (the corpus's own `text`)."""
+    if card not in CARDS:
+        raise ValueError(f"card must be one of {CARDS}, got {card!r}")
+    return BriefCards(corpus) if card == "brief" else corpus.set_index("item_id")["text"]
+
+
 class PointwiseReranker(_LLMReranker):
-    """Score each candidate alone: logit(yes) - logit(no) after a yes/no question."""
+    """Score each candidate alone: logit(yes) - logit(no) after a yes/no question, the
+    candidate shown by its `card` (`card_texts`; the tuned adapter must have been tuned on the
+    same kind of card)."""
 
     name = "pointwise"
 
     def __init__(self, backend: TransformersBackend, corpus: pd.DataFrame,
                  response_cache: ResponseCache | None = None, batch_size: int = 20,
-                 context: str = "request") -> None:
+                 context: str = "request", card: str = "brief") -> None:
         super().__init__(backend, corpus, response_cache)
         if context not in prompts.CONTEXTS:
             raise ValueError(f"context must be one of {tuple(prompts.CONTEXTS)}, got {context!r}")
-        self.context = context
+        self.context, self.card = context, card
+        self.texts = card_texts(corpus, card)
         tokenizer = backend.tokenizer
         self.yes = tokenizer.encode("yes", add_special_tokens=False)[0]
         self.no = tokenizer.encode("no", add_special_tokens=False)[0]
