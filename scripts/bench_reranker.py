@@ -10,7 +10,8 @@ measured separately with the cache off.
 brief one (`rerank.card_texts`). `--latency-only --out FILE` measures the tuned pointwise reranker alone (the issue-20 bar): its
 seconds per conversation of 20 candidates with the answer cache off, and, in the same run as the
 machine's reference, one forward pass of the same model over a 600-token prompt; the ratio of the
-two; and whether its rankings equal those of the unbatched path (every prompt encoded whole).
+two; and whether its rankings equal those of the unbatched path (every prompt encoded whole), in
+the model's bf16 and again in fp32 (bf16 rounding depends on the shapes of the computation).
 """
 
 from __future__ import annotations
@@ -106,6 +107,22 @@ def forward_seconds(backend: llm_local.TransformersBackend, text: str, tokens: i
     return statistics.median(times[1:])
 
 
+def same_as_whole(reranker: rerank.PointwiseReranker, setup: artifacts.StudySetup,
+                  rankings: list[rerank.Ranking]) -> tuple[bool, float]:
+    """Whether `rankings` (the shared-prefix path) equal the rankings of every prompt encoded
+    whole, and the largest score difference between the two paths."""
+    identical, largest = True, 0.0
+    for conversation, pool, ranking in zip(setup.conversations, setup.candidates, rankings):
+        texts = reranker.prompt_texts(conversation, list(pool))
+        logits = reranker.backend.last_logits(texts, batch_size=20)  # every prompt whole
+        whole = (logits[:, reranker.yes] - logits[:, reranker.no]).tolist()
+        order = [pool[i] for i in sorted(range(len(pool)), key=lambda i: -whole[i])]
+        identical &= order == list(ranking.items)
+        fast = dict(zip(ranking.items, ranking.scores))
+        largest = max(largest, max(abs(fast[c] - w) for c, w in zip(pool, whole)))
+    return identical, largest
+
+
 def latency_only(args: argparse.Namespace) -> None:
     setup = artifacts.study_setup(args.n_latency, seed=args.seed, progress=False)
     tuned, _ = artifacts.tuned_backend(
@@ -114,21 +131,17 @@ def latency_only(args: argparse.Namespace) -> None:
     reranker_study.run(reranker, setup.conversations[:1], setup.candidates[:1])  # warm-up
     rankings, seconds = reranker_study.run(reranker, setup.conversations, setup.candidates)
     forward = forward_seconds(tuned, reranker_study.example_prompt(setup, 0))
-    identical, largest = True, 0.0
-    for conversation, pool, ranking in zip(setup.conversations, setup.candidates, rankings):
-        texts = reranker.prompt_texts(conversation, list(pool))
-        logits = tuned.last_logits(texts, batch_size=20)  # every prompt whole
-        whole = (logits[:, reranker.yes] - logits[:, reranker.no]).tolist()
-        order = [pool[i] for i in sorted(range(len(pool)), key=lambda i: -whole[i])]
-        identical &= order == list(ranking.items)
-        fast = dict(zip(ranking.items, ranking.scores))
-        largest = max(largest, max(abs(fast[c] - w) for c, w in zip(pool, whole)))
+    identical, largest = same_as_whole(reranker, setup, rankings)
+    tuned.lm.float()  # the same check in fp32, where rounding does not depend on the shapes
+    exact, exact_largest = same_as_whole(
+        reranker, setup, reranker_study.run(reranker, setup.conversations, setup.candidates)[0])
     record = {"machine": cache.machine(dtype=str(tuned.dtype), device=tuned.device),
               "model": tuned.model, "card": args.card, "conversations": len(rankings),
               "candidates": len(setup.candidates[0]),
               "seconds_per_conversation": seconds, "forward_600_tokens_seconds": forward,
               "ratio": seconds / forward, "identical_rankings": identical,
-              "largest_score_difference": largest}
+              "largest_score_difference": largest, "identical_rankings_fp32": exact,
+              "largest_score_difference_fp32": exact_largest}
     print(json.dumps(record, indent=2))
     cache.write_json(args.out, record)
     print(f"wrote {args.out}")
