@@ -44,7 +44,6 @@ from rar_lite.dialogue.real_reranker import (
 from rar_lite.loop import pipeline
 from rar_lite.reranking.prompts import CONTEXTS
 from rar_lite.reranking.rerank import (
-    InterpolatedReranker,
     PointwiseReranker,
     RetrieverOrder,
     TitleReranker,
@@ -103,8 +102,7 @@ def main() -> None:
         blended = f"tuned judge, weight {tuned.weight:g}{kept}"
         systems |= {"untuned judge alone": (retriever, untuned),
                     "tuned judge alone": (retriever, judge),
-                    blended: (retriever, InterpolatedReranker(judge, tuned.weight,
-                                                              tuned.keep_mentioned))}
+                    blended: (retriever, tuned.blended(inspired.corpus, responses))}
     backend = TransformersBackend()
     check = title_check(retriever, inspired.corpus, fit.selection, k=config.k, backend=backend,
                         response_cache=responses, progress=True, seed=args.seed)
@@ -115,8 +113,7 @@ def main() -> None:
     titled = f"title likelihood, weight {check.weight:g}{way}"
     title = TitleReranker(backend, inspired.corpus, responses)
     systems |= {"title likelihood alone": (retriever, title),
-                titled: (retriever, InterpolatedReranker(title, check.weight,
-                                                         check.keep_mentioned))}
+                titled: (retriever, check.blended(inspired.corpus, responses))}
     test = inspired.conversations[:args.n_test]
     runs, seconds = {}, {}
     for name, (source, reranker) in systems.items():

@@ -447,13 +447,12 @@ def _fit_dense(config: EvalConfig, corpus: pd.DataFrame, sets: list[Conversation
 
     def with_weight(fit: realdata.RealRetrieval, on_corpus: pd.DataFrame) -> None:
         if rerank_weight and fit.train and fit.selection:  # real dev dialogue: tune on it
+            retriever = fit.fused(served, on_corpus)
             fit.judge = real_reranker.tune_on_dialogue(
-                fit.fused(served, on_corpus), on_corpus, fit.train, fit.selection,
-                config.sizes().dialogue,
+                retriever, on_corpus, fit.train, fit.selection, config.sizes().dialogue,
                 response_cache=responses, progress=progress)
-            titles = real_reranker.title_check(
-                fit.fused(served, on_corpus), on_corpus, fit.selection, k=config.k,
-                response_cache=responses, progress=progress)
+            titles = real_reranker.title_check(retriever, on_corpus, fit.selection, k=config.k,
+                                               response_cache=responses, progress=progress)
             fit.stage = real_reranker.choose_stage(fit.judge, titles)
             fit.rerank_weight, fit.rerank_table = fit.stage.chosen.weight, fit.stage.table
         elif rerank_weight and tuned is not None and fit.selection:

@@ -162,7 +162,7 @@ def inspired_setup(profile: str | Profile = "full", responses: ResponseCache | N
     test = inspired.conversations[:sizes.real_test]
     reader = judge.reranker(inspired.corpus, responses)
     return ArmSetup("inspired", sft, parts["loop"], parts["selection"], test, reader,
-                    rerank.InterpolatedReranker(reader, judge.weight, judge.keep_mentioned), sizes,
+                    judge.blended(inspired.corpus, responses), sizes,
                     {"rerank weight": judge.weight, "judge step": judge.step})
 
 

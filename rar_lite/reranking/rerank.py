@@ -234,13 +234,14 @@ class KeywordReranker:
 class _LLMReranker:
     name = "llm"
     needs_logits = True  # reads next-token logits: a local model only (`llm.require_logits`)
+    card = "full"  # the card each candidate is shown by (`card_texts`)
 
     def __init__(self, backend: TransformersBackend, corpus: pd.DataFrame,
                  response_cache: ResponseCache | None = None) -> None:
         if self.needs_logits:
             require_logits(backend, self.name)
         self.backend = backend
-        self.texts = corpus.set_index("item_id")["text"]
+        self.texts = card_texts(corpus, self.card)
         self.cache = response_cache
 
     def _each(self, kind: str, prompt_texts: list[str], compute) -> list:
@@ -324,11 +325,11 @@ class PointwiseReranker(_LLMReranker):
     def __init__(self, backend: TransformersBackend, corpus: pd.DataFrame,
                  response_cache: ResponseCache | None = None, batch_size: int = 20,
                  context: str = "request", card: str = "brief") -> None:
+        self.card = card
         super().__init__(backend, corpus, response_cache)
         if context not in prompts.CONTEXTS:
             raise ValueError(f"context must be one of {tuple(prompts.CONTEXTS)}, got {context!r}")
-        self.context, self.card = context, card
-        self.texts = card_texts(corpus, card)
+        self.context = context
         tokenizer = backend.tokenizer
         self.yes = tokenizer.encode("yes", add_special_tokens=False)[0]
         self.no = tokenizer.encode("no", add_special_tokens=False)[0]
