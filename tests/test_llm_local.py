@@ -1,8 +1,10 @@
 """The local transformers backend and the LLM rerankers on the real packaged SmolLM2 (small
 inputs), plus a tiny pointwise LoRA run."""
 
+import itertools
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -235,11 +237,42 @@ def test_shared_prefix_scoring_equals_full_prompts(corpus, items) -> None:
     ranker = rerank.PointwiseReranker(exact, corpus)
     texts = ranker.prompt_texts(conversation(), items)
     prefix = rerank.shared_prefix(texts)
-    assert prefix.endswith("\n") and "Request:" in prefix and "Movie:" not in prefix
-    fast = exact.prefix_last_logits(prefix, [t[len(prefix):] for t in texts], batch_size=4)
+    assert "Request:" in prefix and prefix.endswith("\nMovie:")  # the suffixes: " Title (year)…"
+    suffixes = [t[len(prefix):] for t in texts]
+    assert all(s.startswith(" ") for s in suffixes)
+    lengths = [len(exact.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in suffixes]
+    assert len(set(lengths)) > 1  # batched by length: rows come back in their own order
+    fast = exact.prefix_last_logits(prefix, suffixes, batch_size=4)
     assert torch.allclose(fast, exact.last_logits(texts), atol=1e-3)
-    # no shared line: plain scoring
+    # cut at a line or before a word; nothing shared: plain scoring
+    assert rerank.shared_prefix(["a b\ncd x", "a b\ncd y"]) == "a b\ncd"
+    assert rerank.shared_prefix(["a b\ncx", "a b\ncy"]) == "a b\n"
     assert rerank.shared_prefix(["abc", "abd"]) == "" and rerank.shared_prefix(["x\ny"]) == ""
+
+
+def test_length_groups_cut_the_sorted_lengths_where_padding_costs_more_than_a_pass() -> None:
+    def cost(lengths: list[int], groups: list[list[int]], overhead: int) -> int:
+        return sum(len(g) * max(lengths[i] for i in g) + overhead for g in groups)
+
+    lengths = [50, 10, 11, 52, 12, 51]
+    groups = llm_local.length_groups(lengths, cap=6, overhead=20)
+    assert groups == [[1, 2, 4], [0, 5, 3]]  # the short ones apart from the long ones
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert llm_local.length_groups(lengths, cap=6, overhead=1000) == [[1, 2, 4, 0, 5, 3]]
+    assert all(len(g) <= 2 for g in llm_local.length_groups(lengths, cap=2, overhead=0))
+    # exact: no split of the sorted order into at most-cap runs costs less
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        lengths = rng.integers(1, 60, size=7).tolist()
+        found = cost(lengths, llm_local.length_groups(lengths, cap=3, overhead=15), 15)
+        order = sorted(range(7), key=lambda i: lengths[i])
+        best = min(cost(lengths, [order[a:b] for a, b in zip((0,) + cuts, cuts + (7,))], 15)
+                   for k in range(7) for cuts in itertools.combinations(range(1, 7), k)
+                   if all(b - a <= 3 for a, b in zip((0,) + cuts, cuts + (7,))))
+        assert found == best
+    assert llm_local.length_groups([], cap=4) == []
+    with pytest.raises(ValueError, match="cap"):
+        llm_local.length_groups([3], cap=0)
 
 
 def test_suffix_log_probs_equal_one_full_pass_each() -> None:

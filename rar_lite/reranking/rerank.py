@@ -371,10 +371,12 @@ class PointwiseReranker(_LLMReranker):
 
 
 def shared_prefix(texts: Sequence[str]) -> str:
-    """The longest common prefix of `texts` that ends a line ("" if none): the part of the
-    pointwise prompts (system + request) the backend can encode once."""
+    """The longest common prefix of `texts` that ends a line or a word before a space ("" if
+    none): the part of the pointwise prompts (system, request, question, "Movie:") the backend
+    can encode once, cut where the tokenizer cuts too (a suffix then starts with " Title")."""
     common = os.path.commonprefix(list(texts)) if len(texts) > 1 else ""
-    return common[:common.rfind("\n") + 1]
+    line = common.rfind("\n") + 1
+    return common[:max(line, common.rfind(" ", line))]
 
 
 class GenerationReranker(_LLMReranker):
