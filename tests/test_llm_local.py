@@ -213,6 +213,50 @@ def test_interrupted_tuning_resumes_to_the_same_adapter(corpus, items, tmp_path:
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_shared_prefix_tuning_scores_and_gradients_equal_whole_prompts(corpus, items,
+                                                                       monkeypatch) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    monkeypatch.setattr(tune, "bf16_supported", lambda: False)  # fp32: equal up to rounding
+    model, tokenizer = tune._load_base(None)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+    model.eval()
+    examples = tiny_examples(corpus, items) + [tune.Example("a western", "Heat (1995)", 1, 2),
+                                               tune.Example("a western", "Up (2009)", 0, 2)]
+    texts = [llm_local.chat_text(tokenizer, e.prompt(), prompts.POINTWISE_SYSTEM)
+             for e in examples]
+    yes, no = (tokenizer.encode(w, add_special_tokens=False)[0] for w in ("yes", "no"))
+    heads, owner, tails = tune._shared_prefixes(tokenizer, texts, [0, 0, 1, 1, 2, 2])
+    assert owner == [0, 0, 1, 1, 2, 2] and len(heads[0]) != len(heads[1])  # padded prefixes
+    assert tokenizer.decode(heads[0]).endswith("Movie:")
+    # a group of one shares nothing: every text is encoded whole
+    assert tune._shared_prefixes(tokenizer, texts, [0, 0, 1, 1, 2, 3]) is None
+    with pytest.raises(ValueError, match="group ids"):
+        tune.yes_no_margin(model, tokenizer, texts, yes, no, groups=[0, 1])
+
+    def scores_and_grads(groups: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        scores = tune.yes_no_margin(model, tokenizer, texts[:4], yes, no, groups=groups)
+        (scores * torch.tensor([1.0, -2.0, 0.5, 3.0])).sum().backward()
+        return scores.detach(), torch.cat([p.grad.flatten() for p in model.parameters()
+                                           if p.requires_grad])
+
+    whole, whole_grad = scores_and_grads(None)
+    shared, shared_grad = scores_and_grads([0, 0, 1, 1])
+    assert torch.allclose(shared, whole, atol=1e-4)
+    assert whole_grad.abs().max() > 0
+    assert torch.allclose(shared_grad, whole_grad, atol=1e-4, rtol=1e-3)
+
+
+def test_tuning_autocasts_to_bf16_on_a_gpu_and_on_a_bf16_cpu(monkeypatch) -> None:
+    for native in (True, False):
+        monkeypatch.setattr(tune, "bf16_supported", lambda: native)
+        assert tune._autocast(torch.device("cpu"))._enabled is native
+        assert tune._autocast(torch.device("cpu")).fast_dtype == torch.bfloat16
+    assert llm_local.default_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def test_group_loss_matches_softmax_cross_entropy() -> None:
     scores = torch.tensor([2.0, 0.5, -1.0, 0.3, 1.2, -0.4])
     labels = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 0.0])

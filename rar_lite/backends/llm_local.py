@@ -131,6 +131,26 @@ def load_merged(source: str | Path, adapter: str | Path, dtype: Any) -> Any:
     return model
 
 
+def continuation_inputs(prefix_mask: Any, tails: Sequence[list[int]], pad_id: int,
+                        left_pad: bool = True) -> dict:
+    """The model inputs of token lists `tails` that continue cached prefixes: row r continues
+    the prefix whose real tokens are marked 1 in `prefix_mask[r]` (a (B, P) tensor; pads 0).
+    Each tail is padded on the left (its last token last) or on the right; the attention mask
+    covers prefix and tail, and a tail's positions follow its own prefix's length."""
+    import torch
+
+    width = max(map(len, tails))
+    ids = torch.full((len(tails), width), pad_id)
+    mask = torch.zeros((len(tails), width), dtype=torch.long)
+    for row, tail in enumerate(tails):
+        span = slice(width - len(tail), width) if left_pad else slice(0, len(tail))
+        ids[row, span] = torch.tensor(tail)
+        mask[row, span] = 1
+    positions = prefix_mask.sum(1, keepdim=True) + (mask.cumsum(1) - 1).clamp(min=0)
+    return {"input_ids": ids, "position_ids": positions,
+            "attention_mask": torch.cat([prefix_mask.to(torch.long), mask], dim=1)}
+
+
 PASS_OVERHEAD_TOKENS = 40  # one more forward pass costs about as much as 40 more tokens (2 cores)
 
 
@@ -153,6 +173,13 @@ def length_groups(lengths: Sequence[int], cap: int,
         cuts.append((start[end], end))
         end = start[end]
     return [order[a:b] for a, b in reversed(cuts)]
+
+
+def default_device() -> str:
+    """"cuda" when torch sees a GPU, else "cpu": where models run unless told otherwise."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def bf16_supported() -> bool:
@@ -180,7 +207,7 @@ class TransformersBackend:
         source = path or smollm2_path()
         self.model = str(model or self.DEFAULT_NAME)
         self.usage = Usage()
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or default_device()
         if dtype == "auto":
             use_bf16 = self.device != "cpu" or bf16_supported()
             self.dtype = torch.bfloat16 if use_bf16 else torch.float32
@@ -257,20 +284,11 @@ class TransformersBackend:
 
         import torch
 
-        width = max(map(len, tails))
-        ids = torch.full((len(tails), width), self.tokenizer.pad_token_id)
-        mask = torch.zeros((len(tails), width), dtype=torch.long)
-        for row, tail in enumerate(tails):
-            span = slice(width - len(tail), width) if left_pad else slice(0, len(tail))
-            ids[row, span] = torch.tensor(tail)
-            mask[row, span] = 1
-        positions = prefix_length + (mask.cumsum(1) - 1).clamp(min=0)
         past = copy.deepcopy(shared)
         past.batch_repeat_interleave(len(tails))
-        attention = torch.cat([torch.ones((len(tails), prefix_length), dtype=torch.long), mask],
-                              dim=1)
-        return self.lm(input_ids=ids.to(self.device), attention_mask=attention.to(self.device),
-                       position_ids=positions.to(self.device), cache=past,
+        batch = continuation_inputs(torch.ones((len(tails), prefix_length), dtype=torch.long),
+                                    tails, self.tokenizer.pad_token_id, left_pad)
+        return self.lm(**{k: v.to(self.device) for k, v in batch.items()}, cache=past,
                        output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
 
     def prefix_last_logits(self, prefix: str, suffixes: Sequence[str],

@@ -19,9 +19,13 @@ The loop is a small custom one rather than TRL's SFTTrainer: the completion is a
 the language-model head is applied only at the last position and only to the "yes" and "no" rows
 (TRL 1.16's default loss computes full-vocabulary statistics at every position, measured 3x
 slower here). Weights stay fp32 with bf16 autocast on CPUs that support it; LoRA (PEFT) on all
-linear layers. Every `checkpoint_every` steps the adapter, optimizer and random states are saved,
-so an interrupted run resumes where it stopped with the same result. The finished adapter is
-saved as safetensors and loaded back by path through `TransformersBackend(adapter=...)`.
+linear layers. The examples of one conversation share their prompt up to the movie: that prefix
+is encoded once per step and the members continue it from its key/value cache (`yes_no_margin`
+with `groups`; measured 2.2x faster per step than encoding every prompt whole, same scores and
+gradients up to rounding). Every `checkpoint_every` steps the adapter, optimizer and random
+states are saved, so an interrupted run resumes where it stopped with the same result. The
+finished adapter is saved as safetensors and loaded back by path through
+`TransformersBackend(adapter=...)`.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ import torch
 from tqdm.auto import tqdm
 
 from rar_lite import cache
-from rar_lite.backends.llm_local import bf16_supported, chat_text, smollm2_path
+from rar_lite.backends.llm_local import (bf16_supported, chat_text, continuation_inputs,
+                                         default_device, smollm2_path)
 from rar_lite.data.conversations import Conversation
 from rar_lite.reranking import prompts
 
@@ -129,19 +134,88 @@ def _load_base(base: str | Path | None) -> tuple[torch.nn.Module, object]:
 
 
 def yes_no_margin(model: torch.nn.Module, tokenizer: object, texts: list[str],
-                  yes: int, no: int) -> torch.Tensor:
-    """logit(yes) - logit(no) at the last position of each (chat-formatted) text, in fp32."""
+                  yes: int, no: int, groups: Sequence[int] | None = None) -> torch.Tensor:
+    """logit(yes) - logit(no) at the last position of each (chat-formatted) text, in fp32.
+
+    With `groups` (one id per text), the texts of a group share their prefix (system, request,
+    question: `rerank.shared_prefix`), which is encoded once, and every member continues it
+    from its key/value cache, gradients included: about half the tokens of a batch. The scores
+    equal the whole texts' up to rounding (LoRA dropout, in training, then draws one mask for a
+    group's prefix). Texts are encoded whole when a prefix and its suffixes do not tokenize
+    apart as they do together, or a group has one member."""
+    if groups is not None:
+        shared = _shared_prefixes(tokenizer, texts, groups)
+        if shared is not None:
+            return _margin_after_prefixes(model, tokenizer, *shared, yes, no)
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     positions = (enc["attention_mask"].cumsum(1) - 1).clamp(min=0)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_supported())
-    with autocast:
-        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                    position_ids=positions, output_hidden_states=True, logits_to_keep=1)
-    hidden = out.hidden_states[-1][:, -1].float()
-    head = model.get_output_embeddings().weight
-    rows = head[[yes, no]].float()
-    logits = hidden @ rows.T
+    device = model.get_output_embeddings().weight.device
+    with _autocast(device):
+        out = model(input_ids=enc["input_ids"].to(device),
+                    attention_mask=enc["attention_mask"].to(device),
+                    position_ids=positions.to(device), output_hidden_states=True,
+                    logits_to_keep=1)
+    return _margin(model, out.hidden_states[-1][:, -1], yes, no)
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on a GPU, and on a CPU with native bf16; fp32 elsewhere."""
+    enabled = bf16_supported() if device.type == "cpu" else device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _margin(model: torch.nn.Module, hidden: torch.Tensor, yes: int, no: int) -> torch.Tensor:
+    """logit(yes) - logit(no) from final hidden states (B, d), in fp32."""
+    rows = model.get_output_embeddings().weight[[yes, no]].float()
+    logits = hidden.float() @ rows.T
     return logits[:, 0] - logits[:, 1]
+
+
+def _shared_prefixes(tokenizer: object, texts: list[str], groups: Sequence[int]
+                     ) -> tuple[list[list[int]], list[int], list[list[int]]] | None:
+    """(each group's prefix tokens, each text's group row, each text's suffix tokens), or None
+    when some group's texts do not split cleanly (see `yes_no_margin`)."""
+    from rar_lite.reranking.rerank import shared_prefix
+
+    if len(groups) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(groups)} group ids")
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(int(g), []).append(i)
+    heads, owner, tails = [], [0] * len(texts), [[] for _ in texts]
+    whole = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    for row, rows in enumerate(members.values()):
+        prefix = shared_prefix([texts[i] for i in rows])
+        head = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        if not head:
+            return None
+        for i in rows:
+            tail = tokenizer(texts[i][len(prefix):], add_special_tokens=False)["input_ids"]
+            if not tail or whole[i] != head + tail:
+                return None
+            owner[i], tails[i] = row, tail
+        heads.append(head)
+    return heads, owner, tails
+
+
+def _margin_after_prefixes(model: torch.nn.Module, tokenizer: object, heads: list[list[int]],
+                           owner: list[int], tails: list[list[int]], yes: int,
+                           no: int) -> torch.Tensor:
+    """`yes_no_margin` of prefixes `heads` (encoded once, left-padded, in one pass) continued by
+    `tails[i]` from the cache of prefix `owner[i]`."""
+    enc = tokenizer.pad({"input_ids": heads}, padding_side="left", return_tensors="pt")
+    positions = (enc["attention_mask"].cumsum(1) - 1).clamp(min=0)
+    device = model.get_output_embeddings().weight.device
+    with _autocast(device):
+        cache = model(input_ids=enc["input_ids"].to(device),
+                      attention_mask=enc["attention_mask"].to(device),
+                      position_ids=positions.to(device), use_cache=True).cache
+        rows = torch.tensor(owner)
+        cache.batch_select_indices(rows.to(device))
+        batch = continuation_inputs(enc["attention_mask"][rows], tails, tokenizer.pad_token_id)
+        out = model(**{k: v.to(device) for k, v in batch.items()}, cache=cache,
+                    output_hidden_states=True, logits_to_keep=1)
+    return _margin(model, out.hidden_states[-1][:, -1], yes, no)
 
 
 def group_loss(scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -208,13 +282,14 @@ def snapshot_dir(directory: Path, step: int) -> Path:
 
 def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
                    base: str | Path | None = None, progress: bool = True,
-                   snapshots: Sequence[int] = ()) -> TuneResult:
+                   snapshots: Sequence[int] = (), device: str | None = None) -> TuneResult:
     """LoRA-tune the base model (default: packaged SmolLM2) on pointwise examples; the adapter
     is written atomically to `directory` (with `tune.json`: the config and the history), and
     the adapters of the steps in `snapshots` to `snapshot_dir(directory, step)` (for choosing
     the number of steps on held-out data). A directory that already holds a finished run with
     the same config is loaded, not retrained; an interrupted run resumes from its last
-    checkpoint (`<directory>.checkpoint`).
+    checkpoint (`<directory>.checkpoint`). `device`: where to train (default: CUDA when present;
+    on a GPU dropout draws from CUDA's generator, so a resumed run there is not bit-identical).
     """
     from peft import LoraConfig, get_peft_model
 
@@ -243,7 +318,7 @@ def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, target_modules="all-linear",
                       task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, lora).to(device or default_device())
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=config.lr)
@@ -266,10 +341,11 @@ def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
         if not batches:
             batches = _batches(examples, config.batch_size, rng)
         batch = batches.pop(0)
-        scores = yes_no_margin(model, tokenizer, [texts[i] for i in batch], yes, no)
-        target = labels[batch]
+        scores = yes_no_margin(model, tokenizer, [texts[i] for i in batch], yes, no,
+                               groups=groups[batch].tolist())
+        target = labels[batch].to(scores.device)
         if config.loss == "group":
-            loss = group_loss(scores, target, groups[batch])
+            loss = group_loss(scores, target, groups[batch].to(scores.device))
         else:
             loss = torch.nn.functional.binary_cross_entropy_with_logits(scores, target)
         optimizer.zero_grad()
