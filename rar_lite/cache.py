@@ -107,6 +107,13 @@ def machine(**extra: object) -> dict[str, object]:
             "cpus": os.cpu_count(), **extra}
 
 
+def default_device() -> str:
+    """"cuda" when torch sees a GPU, else "cpu": where models train and run unless told."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def write_json(target: Path, record: object, indent: int = 1) -> Path:
     """Write `record` as JSON to `target` atomically (its folder created; numpy scalars and
     other numbers as floats); returns `target`."""

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from rar_lite import cache
 from rar_lite.backends import llm, llm_local
 from rar_lite.data import corpus as corpus_module
 from rar_lite.data.conversations import Conversation, Turn
@@ -254,7 +255,7 @@ def test_tuning_autocasts_to_bf16_on_a_gpu_and_on_a_bf16_cpu(monkeypatch) -> Non
         monkeypatch.setattr(tune, "bf16_supported", lambda: native)
         assert tune._autocast(torch.device("cpu"))._enabled is native
         assert tune._autocast(torch.device("cpu")).fast_dtype == torch.bfloat16
-    assert llm_local.default_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert cache.default_device() == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_group_loss_matches_softmax_cross_entropy() -> None:

@@ -175,13 +175,6 @@ def length_groups(lengths: Sequence[int], cap: int,
     return [order[a:b] for a, b in reversed(cuts)]
 
 
-def default_device() -> str:
-    """"cuda" when torch sees a GPU, else "cpu": where models run unless told otherwise."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def bf16_supported() -> bool:
     """Whether this CPU has native bf16 arithmetic (avx512_bf16 / amx), where bf16 is ~2x faster."""
     try:
@@ -207,7 +200,7 @@ class TransformersBackend:
         source = path or smollm2_path()
         self.model = str(model or self.DEFAULT_NAME)
         self.usage = Usage()
-        self.device = device or default_device()
+        self.device = device or cache.default_device()
         if dtype == "auto":
             use_bf16 = self.device != "cpu" or bf16_supported()
             self.dtype = torch.bfloat16 if use_bf16 else torch.float32

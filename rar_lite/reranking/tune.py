@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from rar_lite import cache
 from rar_lite.backends.llm_local import (bf16_supported, chat_text, continuation_inputs,
-                                         default_device, smollm2_path)
+                                         smollm2_path)
 from rar_lite.data.conversations import Conversation
 from rar_lite.reranking import prompts
 
@@ -318,7 +318,7 @@ def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, target_modules="all-linear",
                       task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora).to(device or default_device())
+    model = get_peft_model(model, lora).to(device or cache.default_device())
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=config.lr)

@@ -77,7 +77,7 @@ def load_encoder(device: str | None = None) -> TextEncoder:
     wrapped in a `TextEncoder`."""
     from sentence_transformers import SentenceTransformer
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or cache.default_device()
     return TextEncoder(SentenceTransformer(str(minilm_path()), device=device))
 
 

@@ -93,13 +93,15 @@ def sequence_loss(model: SequentialRecommender, batch: torch.Tensor) -> torch.Te
 @torch.no_grad()
 def score_histories(model: SequentialRecommender, histories: list[list[int]],
                     batch_size: int = 256) -> torch.Tensor:
-    """(B, N) scores after each history of indices (column j: item index j + 1)."""
+    """(B, N) scores after each history of indices (column j: item index j + 1), on the
+    model's device."""
     model.eval()
+    device = model.item_bias.device
     out = []
     for start in range(0, len(histories), batch_size):
-        seq = pad_right(histories[start:start + batch_size], model.config.max_len)
+        seq = pad_right(histories[start:start + batch_size], model.config.max_len).to(device)
         out.append(model.score(model.last_hidden(seq)))
-    return torch.cat(out) if out else torch.empty(0, model.config.n_items)
+    return torch.cat(out) if out else torch.empty(0, model.config.n_items, device=device)
 
 
 def evaluate_split(model: SequentialRecommender, split: Split, vocab: ItemVocab,
@@ -114,8 +116,8 @@ def evaluate_split(model: SequentialRecommender, split: Split, vocab: ItemVocab,
     scores = score_histories(model, histories)
     for row, history in enumerate(histories):
         scores[row, [i - 1 for i in history]] = float("-inf")
-    targets = torch.as_tensor([vocab.index(t) - 1 for _, t in cases])
-    ranks = metrics.rank_from_scores(scores, targets).numpy()
+    targets = torch.as_tensor([vocab.index(t) - 1 for _, t in cases], device=scores.device)
+    ranks = metrics.rank_from_scores(scores, targets).cpu().numpy()
     result = metrics.metrics_from_ranks(ranks, ks)
     return (result, ranks) if return_ranks else result
 
@@ -182,11 +184,13 @@ class TrainResult:
 
 def train_retriever(split: Split, vocab: ItemVocab, model_config: ModelConfig,
                     train_config: TrainConfig, directory: Path, progress: bool = True,
-                    max_epochs_this_call: int | None = None) -> TrainResult:
+                    max_epochs_this_call: int | None = None,
+                    device: str | None = None) -> TrainResult:
     """Train (or resume training) into `directory`; see the module docstring.
 
     `max_epochs_this_call` stops after that many epochs (the state is saved as after any epoch):
-    tests use it to simulate an interruption.
+    tests use it to simulate an interruption. `device`: where to train (default: CUDA when
+    present); the returned model is on the CPU, where it is served.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -199,7 +203,7 @@ def train_retriever(split: Split, vocab: ItemVocab, model_config: ModelConfig,
     cache.write_text_atomic(config_file, json.dumps(record, indent=1))
 
     torch.manual_seed(train_config.seed)
-    model = build_model(model_config)
+    model = build_model(model_config).to(device or cache.default_device())
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
                                   weight_decay=train_config.weight_decay)
     state = _load_state(directory, model, optimizer) or {
@@ -220,7 +224,8 @@ def train_retriever(split: Split, vocab: ItemVocab, model_config: ModelConfig,
         model.train()
         losses = []
         for batch_ids in _batches(windows, train_config.batch_size, generator):
-            batch = pad_right([windows[i] for i in batch_ids], model_config.max_len + 1)
+            batch = pad_right([windows[i] for i in batch_ids],
+                              model_config.max_len + 1).to(model.item_bias.device)
             loss = sequence_loss(model, batch)
             optimizer.zero_grad()
             loss.backward()
@@ -234,7 +239,7 @@ def train_retriever(split: Split, vocab: ItemVocab, model_config: ModelConfig,
         state["epoch"] = epoch
         if valid["recall@10"] > state["best_recall10"]:
             state["best_recall10"], state["best_epoch"] = valid["recall@10"], epoch
-            weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+            weights = {k: v.cpu().contiguous() for k, v in model.state_dict().items()}
             with cache.atomic_path(directory / "best.safetensors") as tmp:
                 save_file(weights, str(tmp))
         if epoch - state["best_epoch"] >= train_config.patience:
