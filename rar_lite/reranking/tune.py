@@ -207,13 +207,13 @@ def _margin_after_prefixes(model: torch.nn.Module, tokenizer: object, heads: lis
     positions = (enc["attention_mask"].cumsum(1) - 1).clamp(min=0)
     device = model.get_output_embeddings().weight.device
     with _autocast(device):
-        cache = model(input_ids=enc["input_ids"].to(device),
-                      attention_mask=enc["attention_mask"].to(device),
-                      position_ids=positions.to(device), use_cache=True).cache
+        past = model(input_ids=enc["input_ids"].to(device),
+                     attention_mask=enc["attention_mask"].to(device),
+                     position_ids=positions.to(device), use_cache=True).cache
         rows = torch.tensor(owner)
-        cache.batch_select_indices(rows.to(device))
+        past.batch_select_indices(rows.to(device))  # row r: the prefix of text r's group
         batch = continuation_inputs(enc["attention_mask"][rows], tails, tokenizer.pad_token_id)
-        out = model(**{k: v.to(device) for k, v in batch.items()}, cache=cache,
+        out = model(**{k: v.to(device) for k, v in batch.items()}, cache=past,
                     output_hidden_states=True, logits_to_keep=1)
     return _margin(model, out.hidden_states[-1][:, -1], yes, no)
 
