@@ -228,7 +228,7 @@ def test_shared_prefix_tuning_scores_and_gradients_equal_whole_prompts(corpus, i
     texts = [llm_local.chat_text(tokenizer, e.prompt(), prompts.POINTWISE_SYSTEM)
              for e in examples]
     yes, no = (tokenizer.encode(w, add_special_tokens=False)[0] for w in ("yes", "no"))
-    heads, owner, tails = tune._shared_prefixes(tokenizer, texts, [0, 0, 1, 1, 2, 2])
+    heads, owner, _ = tune._shared_prefixes(tokenizer, texts, [0, 0, 1, 1, 2, 2])
     assert owner == [0, 0, 1, 1, 2, 2] and len(heads[0]) != len(heads[1])  # padded prefixes
     assert tokenizer.decode(heads[0]).endswith("Movie:")
     # a group of one shares nothing: every text is encoded whole
@@ -250,9 +250,9 @@ def test_shared_prefix_tuning_scores_and_gradients_equal_whole_prompts(corpus, i
     assert torch.allclose(shared_grad, whole_grad, atol=1e-4, rtol=1e-3)
 
 
-def test_tuning_autocasts_to_bf16_on_a_gpu_and_on_a_bf16_cpu(monkeypatch) -> None:
+def test_tuning_autocasts_to_bf16_where_the_cpu_has_it(monkeypatch) -> None:
     for native in (True, False):
-        monkeypatch.setattr(tune, "bf16_supported", lambda: native)
+        monkeypatch.setattr(tune, "bf16_supported", lambda native=native: native)
         assert tune._autocast(torch.device("cpu"))._enabled is native
         assert tune._autocast(torch.device("cpu")).fast_dtype == torch.bfloat16
     assert cache.default_device() == ("cuda" if torch.cuda.is_available() else "cpu")

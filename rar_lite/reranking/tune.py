@@ -44,8 +44,12 @@ import torch
 from tqdm.auto import tqdm
 
 from rar_lite import cache
-from rar_lite.backends.llm_local import (bf16_supported, chat_text, continuation_inputs,
-                                         smollm2_path)
+from rar_lite.backends.llm_local import (
+    bf16_supported,
+    chat_text,
+    continuation_inputs,
+    smollm2_path,
+)
 from rar_lite.data.conversations import Conversation
 from rar_lite.reranking import prompts
 
