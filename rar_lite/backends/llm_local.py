@@ -151,6 +151,19 @@ def continuation_inputs(prefix_mask: Any, tails: Sequence[list[int]], pad_id: in
             "attention_mask": torch.cat([prefix_mask.to(torch.long), mask], dim=1)}
 
 
+def tokens_apart(tokenizer: Any, prefix: str, suffixes: Sequence[str]
+                 ) -> tuple[list[int], list[list[int]]] | None:
+    """(the prefix's tokens, each suffix's tokens) when every `prefix + suffix` tokenizes as the
+    two apart, one after the other, and none of them is empty; else None, and the caller encodes
+    the texts whole (so a result never depends on the shortcut)."""
+    head = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    tails = [tokenizer(s, add_special_tokens=False)["input_ids"] for s in suffixes]
+    together = tokenizer([prefix + s for s in suffixes], add_special_tokens=False)["input_ids"]
+    if not head or any(not t or j != head + t for j, t in zip(together, tails)):
+        return None
+    return head, tails
+
+
 PASS_OVERHEAD_TOKENS = 40  # one more forward pass costs about as much as 40 more tokens (2 cores)
 
 
@@ -163,8 +176,7 @@ def length_groups(lengths: Sequence[int], cap: int,
         raise ValueError(f"cap must be at least 1, got {cap}")
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     size = [lengths[i] for i in order]
-    cost = [0] + [0] * len(size)
-    start = [0] * (len(size) + 1)
+    cost, start = [0] * (len(size) + 1), [0] * (len(size) + 1)
     for end in range(1, len(size) + 1):
         cost[end], start[end] = min((cost[begin] + (end - begin) * size[end - 1] + overhead, begin)
                                     for begin in range(max(0, end - cap), end))
@@ -291,15 +303,13 @@ class TransformersBackend:
         suffixes batched by length (`length_groups`: little padding).
 
         Falls back to `last_logits` when the prefix and suffix do not tokenize apart exactly as
-        they do together (so the result never depends on the shortcut)."""
+        they do together (`tokens_apart`)."""
         import torch
 
-        encode = self.tokenizer
-        head_ids = encode(prefix, add_special_tokens=False)["input_ids"]
-        tails = [encode(s, add_special_tokens=False)["input_ids"] for s in suffixes]
-        together = encode([prefix + s for s in suffixes], add_special_tokens=False)["input_ids"]
-        if not head_ids or any(not t or j != head_ids + t for j, t in zip(together, tails)):
+        split = tokens_apart(self.tokenizer, prefix, suffixes)
+        if split is None:
             return self.last_logits([prefix + s for s in suffixes], batch_size, tokens)
+        head_ids, tails = split
         # the prefix is computed once: counted once
         self.usage.add(len(head_ids) + sum(map(len, tails)), requests=len(tails))
         out: list[Any] = [None] * len(tails)

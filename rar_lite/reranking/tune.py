@@ -49,6 +49,7 @@ from rar_lite.backends.llm_local import (
     chat_text,
     continuation_inputs,
     smollm2_path,
+    tokens_apart,
 )
 from rar_lite.data.conversations import Conversation
 from rar_lite.reranking import prompts
@@ -187,18 +188,14 @@ def _shared_prefixes(tokenizer: object, texts: list[str], groups: Sequence[int]
     for i, g in enumerate(groups):
         members.setdefault(int(g), []).append(i)
     heads, owner, tails = [], [0] * len(texts), [[] for _ in texts]
-    whole = tokenizer(texts, add_special_tokens=False)["input_ids"]
     for row, rows in enumerate(members.values()):
         prefix = shared_prefix([texts[i] for i in rows])
-        head = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
-        if not head:
+        split = tokens_apart(tokenizer, prefix, [texts[i][len(prefix):] for i in rows])
+        if split is None:
             return None
-        for i in rows:
-            tail = tokenizer(texts[i][len(prefix):], add_special_tokens=False)["input_ids"]
-            if not tail or whole[i] != head + tail:
-                return None
+        heads.append(split[0])
+        for i, tail in zip(rows, split[1]):
             owner[i], tails[i] = row, tail
-        heads.append(head)
     return heads, owner, tails
 
 
