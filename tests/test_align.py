@@ -85,6 +85,8 @@ def test_tiny_dpo_run_moves_margins_and_loads_back(corpus, items, tmp_path: Path
 
     aligned = rerank.PointwiseReranker(llm_local.TransformersBackend(model=result.base,
                                                                adapter=result.adapter), corpus)
+    # the aligned model reads its scores where the SFT model did (after the card)
+    assert aligned.backend.layout == reranker.backend.layout == "card"
     before, after = align.margins(reranker, pairs), align.margins(aligned, pairs)
     wanted = np.array([1 if p["chosen"] == "yes" else -1 for p in pairs])
     # DPO raised the log-ratio of chosen over rejected answers on its pairs...

@@ -141,7 +141,9 @@ def tiny_examples(corpus: pd.DataFrame, items: list[int]) -> list[tune.Example]:
 def test_tiny_tuning_learns_and_adapter_round_trips(corpus, items, backend, tmp_path: Path,
                                                     loss: str) -> None:
     examples = tiny_examples(corpus, items)
-    config = tune.TuneConfig(steps=8, batch_size=4, lr=1e-3, lora_r=4, lora_alpha=8, loss=loss)
+    layout = "card" if loss == "group" else "answer"  # each layout tuned once
+    config = tune.TuneConfig(steps=8, batch_size=4, lr=1e-3, lora_r=4, lora_alpha=8, loss=loss,
+                             layout=layout)
     result = tune.tune_pointwise(examples, config, tmp_path / "adapter", progress=False)
     assert (result.adapter / "adapter_model.safetensors").exists()
     assert result.history["loss"].iloc[-3:].mean() < result.history["loss"].iloc[:3].mean()
@@ -151,12 +153,18 @@ def test_tiny_tuning_learns_and_adapter_round_trips(corpus, items, backend, tmp_
     base = backend
     tuned = llm_local.TransformersBackend(adapter=result.adapter)
     assert tuned.model.endswith("+adapter")
+    assert (base.layout, tuned.layout) == ("answer", layout)  # read where it was tuned to answer
     if loss == "group":  # the merged-weights cache does not depend on the loss: checked once
         _merged_weights_are_cached_and_repaired(tuned, result.adapter)
     prompt = [base.chat_prompt(examples[0].prompt())]
     assert not torch.allclose(base.last_logits(prompt), tuned.last_logits(prompt))
-    ranking = rerank.PointwiseReranker(tuned, corpus).rank(
-        conversation("a funny animated movie for kids"), [items[0], items[1]])
+    ranker = rerank.PointwiseReranker(tuned, corpus)
+    asked = conversation("a funny animated movie for kids")
+    assert ranker.prompt_texts(asked, [items[0]])[0] == llm_local.chat_text(
+        tuned.tokenizer, prompts.pointwise_prompt(prompts.request_text(asked),
+                                                  ranker.texts[items[0]]),
+        prompts.POINTWISE_SYSTEM, layout)
+    ranking = ranker.rank(asked, [items[0], items[1]])
     assert ranking.items[0] == items[1]
 
 
@@ -225,8 +233,8 @@ def test_shared_prefix_tuning_scores_and_gradients_equal_whole_prompts(corpus, i
     model.eval()
     examples = tiny_examples(corpus, items) + [tune.Example("a western", "Heat (1995)", 1, 2),
                                                tune.Example("a western", "Up (2009)", 0, 2)]
-    texts = [llm_local.chat_text(tokenizer, e.prompt(), prompts.POINTWISE_SYSTEM)
-             for e in examples]
+    texts = [llm_local.chat_text(tokenizer, e.prompt(), prompts.POINTWISE_SYSTEM, "card")
+             for e in examples]  # tuning's default layout
     yes, no = (tokenizer.encode(w, add_special_tokens=False)[0] for w in ("yes", "no"))
     heads, owner, _ = tune._shared_prefixes(tokenizer, texts, [0, 0, 1, 1, 2, 2])
     assert owner == [0, 0, 1, 1, 2, 2] and len(heads[0]) != len(heads[1])  # padded prefixes
@@ -275,12 +283,43 @@ def test_group_loss_matches_softmax_cross_entropy() -> None:
 def test_tune_config_rejects_unknown_loss() -> None:
     with pytest.raises(ValueError, match="loss must be one of"):
         tune.TuneConfig(loss="hinge")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        tune.TuneConfig(layout="middle")
 
 
-def test_shared_prefix_scoring_equals_full_prompts(corpus, items) -> None:
+def test_card_layout_leaves_the_users_turn_open(backend) -> None:
+    tokenizer = backend.tokenizer
+    answer = llm_local.chat_text(tokenizer, "Movie: Heat (1995)", "Judge.")
+    card = llm_local.chat_text(tokenizer, "Movie: Heat (1995)", "Judge.", layout="card")
+    assert answer.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert card.endswith("Movie: Heat (1995)") and answer.startswith(card)
+    # what the card layout saves per candidate: the template's closing tokens
+    saved = len(tokenizer(answer[len(card):], add_special_tokens=False)["input_ids"])
+    assert saved == 6
+    assert backend.chat_prompt("x", layout="card") == llm_local.chat_text(tokenizer, "x",
+                                                                          layout="card")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        llm_local.chat_text(tokenizer, "x", layout="middle")
+
+
+def test_adapter_layout_is_read_from_the_tuning_record(tmp_path: Path) -> None:
+    assert llm_local.adapter_layout(None) == "answer"
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "tune.json").write_text('{"config": {}}')  # recorded before layouts
+    assert llm_local.adapter_layout(tmp_path / "old") == "answer"
+    for name in ("tune.json", "align.json"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / name).write_text('{"layout": "card"}')
+        assert llm_local.adapter_layout(tmp_path / name) == "card"
+
+
+@pytest.mark.parametrize("layout", llm_local.LAYOUTS)
+def test_shared_prefix_scoring_equals_full_prompts(corpus, items, layout: str) -> None:
     exact = llm_local.TransformersBackend(dtype="float32")
+    exact.layout = layout  # as if tuned to answer there
     ranker = rerank.PointwiseReranker(exact, corpus)
     texts = ranker.prompt_texts(conversation(), items)
+    assert texts[0].endswith("<|im_start|>assistant\n") == (layout == "answer")
     prefix = rerank.shared_prefix(texts)
     assert "Request:" in prefix and prefix.endswith("\nMovie:")  # the suffixes: " Title (year)…"
     suffixes = [t[len(prefix):] for t in texts]

@@ -12,6 +12,7 @@ inference and the merged weights cached (`load_merged`).
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,11 +79,38 @@ def _convert_smollm2(target: Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-def chat_text(tokenizer: Any, prompt: str, system: str | None = None) -> str:
-    """A user prompt in the tokenizer's chat template, ending where the assistant answers."""
+#: Where a chat prompt ends (`chat_text`), and so where a pointwise judge reads its yes/no logits:
+#: "answer", at the start of the assistant's turn, where a zero-shot model answers; "card", right
+#: after the prompt (the candidate's card comes last), the user's turn left open: a LoRA-tuned
+#: judge learns to answer there, and the six closing tokens of SmolLM2's template
+#: (`<|im_end|>\n<|im_start|>assistant\n`) are no longer paid once per candidate.
+LAYOUTS: tuple[str, ...] = ("answer", "card")
+
+
+def chat_text(tokenizer: Any, prompt: str, system: str | None = None,
+              layout: str = "answer") -> str:
+    """A user prompt in the tokenizer's chat template, ending where the assistant answers
+    (`layout` "answer"), or at the end of the prompt itself, the user's turn left open ("card":
+    `LAYOUTS`)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": prompt}]
+    if layout == "card":
+        return tokenizer.apply_chat_template(messages, tokenize=False,
+                                             continue_final_message=True)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def adapter_layout(adapter: str | Path | None) -> str:
+    """Where the pointwise prompts of a model tuned with `adapter` end (`LAYOUTS`), as
+    its tuning recorded it ("layout" in its tune.json or align.json); "answer" for the base model
+    and for adapters recorded without one."""
+    for name in ("tune.json", "align.json"):
+        meta = Path(adapter) / name if adapter else None
+        if meta is not None and meta.exists():
+            return json.loads(meta.read_text()).get("layout", "answer")
+    return "answer"
 
 
 def merged_path(source: str | Path, adapter: str | Path, dtype: Any) -> Path:
@@ -235,10 +263,14 @@ class TransformersBackend:
             self.lm = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype)
             self.lm = self.lm.to(self.device)
         self.lm.eval()
+        #: Where this model's pointwise prompts end (`LAYOUTS`): as its adapter was tuned.
+        self.layout = adapter_layout(adapter)
 
-    def chat_prompt(self, prompt: str, system: str | None = None) -> str:
-        """`prompt` wrapped in the model's chat template, ready for the assistant's answer."""
-        return chat_text(self.tokenizer, prompt, system)
+    def chat_prompt(self, prompt: str, system: str | None = None,
+                    layout: str = "answer") -> str:
+        """`prompt` wrapped in the model's chat template, ready for the assistant's answer (or
+        left open after the prompt: `chat_text`'s `layout`)."""
+        return chat_text(self.tokenizer, prompt, system, layout)
 
     def _batch(self, texts: Sequence[str]) -> dict:
         enc = self.tokenizer(list(texts), return_tensors="pt", padding=True,
@@ -315,7 +347,7 @@ class TransformersBackend:
         out: list[Any] = [None] * len(tails)
         with torch.no_grad():
             shared = self.lm(input_ids=torch.tensor([head_ids], device=self.device),
-                             use_cache=True).cache
+                             use_cache=True, logits_to_keep=1).cache  # its cache, not its logits
             for group in length_groups(list(map(len, tails)), batch_size):
                 hidden = self._after_prefix(shared, len(head_ids), [tails[i] for i in group],
                                             left_pad=True)

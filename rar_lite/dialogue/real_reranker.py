@@ -65,7 +65,7 @@ class DialogueTuning:
 
     context: str = "dialogue"  # what the judge reads: `prompts.CONTEXTS`
     k: int = 20  # candidates per turn: the hard negatives are drawn from the top k
-    # ~1 epoch of INSPIRED's 179 dev-train turns (195 targets x 6 prompts), ~14 min on 2 cores
+    # ~1 epoch of INSPIRED's 179 dev-train turns (195 targets x 6 prompts), ~9 min on 2 cores
     tune: TuneConfig = field(default_factory=lambda: TuneConfig(
         steps=100, batch_size=12, lr=3e-4, negatives=5))
     snapshots: tuple[int, ...] = (25, 50, 75)  # steps also evaluated on selection (+ 0, final)

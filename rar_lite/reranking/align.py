@@ -48,7 +48,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from rar_lite import cache
-from rar_lite.backends.llm_local import merge_adapter, smollm2_path
+from rar_lite.backends.llm_local import adapter_layout, merge_adapter, smollm2_path
 from rar_lite.data.conversations import Conversation
 from rar_lite.reranking.rerank import PointwiseReranker
 
@@ -231,7 +231,8 @@ class DPORun:
     `dataset()`, `tokenizer()` and the run's `args` and `lora`; `train` trains and saves it).
 
     `record` holds everything that can change the adapter: the pairs and the dataset they make
-    in `training_order` (its epochs, seed and order), the SFT adapter's name (itself a key),
+    in `training_order` (its epochs, seed and order), the SFT adapter's name (itself a key) and
+    layout (`llm_local.adapter_layout`: the DPO model reads its scores where the SFT one did),
     every field of `args` but `UNKEYED_ARGS`, the LoRA config and the versions of torch,
     transformers, PEFT and TRL. The
     directory is `cache_dir()/adapters/dpo-<fingerprint of record>` unless given, so a run with
@@ -254,7 +255,7 @@ class DPORun:
         self.record = _json({
             "pairs": cache.fingerprint([{k: p[k] for k in PAIR_FIELDS} for p in pairs]),
             "dataset": cache.fingerprint(self.rows), "n_pairs": len(pairs),
-            "sft_adapter": self.sft_adapter.name,
+            "sft_adapter": self.sft_adapter.name, "layout": adapter_layout(self.sft_adapter),
             "order": {"epochs": epochs, "seed": seed, "order": order},
             "args": _args_record(args), "lora": _lora_record(lora), "versions": _versions()})
         default = cache.cache_dir() / "adapters" / f"dpo-{cache.fingerprint(self.record)}"

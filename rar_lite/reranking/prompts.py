@@ -8,7 +8,9 @@
   one conversation share everything before it (the backend encodes that prefix once). What the
   judge reads of the conversation is its *context* (`CONTEXTS`): the seeker's words alone
   ("request", chapter 4's simulated requests) or the latest turns of both speakers ("dialogue":
-  real seekers answer the recommender's questions, so the question matters).
+  real seekers answer the recommender's questions, so the question matters). A tuned judge reads
+  its yes/no logits right after the movie, a zero-shot one at the assistant's turn
+  (`llm_local.LAYOUTS`).
 - `open_prompt`: the conversation alone, for an LLM recommending without retrieval.
 - `title_prompt`: the latest turns and a request for one title; the title reranker scores how
   likely the model is to answer with each candidate's title.

@@ -318,7 +318,8 @@ def card_texts(corpus: pd.DataFrame, card: str = "brief") -> Mapping[int, str]:
 class PointwiseReranker(_LLMReranker):
     """Score each candidate alone: logit(yes) - logit(no) after a yes/no question, the
     candidate shown by its `card` (`card_texts`; the tuned adapter must have been tuned on the
-    same kind of card)."""
+    same kind of card), read where the backend's adapter was tuned to answer (its `layout`:
+    after the card, or at the assistant's turn for the untuned model)."""
 
     name = "pointwise"
 
@@ -339,7 +340,9 @@ class PointwiseReranker(_LLMReranker):
         request = prompts.context_text(conversation, self.context)
         return [self.backend.chat_prompt(prompts.pointwise_prompt(request, self.texts[c],
                                                                   self.context),
-                                         system=prompts.POINTWISE_SYSTEM) for c in candidates]
+                                         system=prompts.POINTWISE_SYSTEM,
+                                         layout=self.backend.layout)  # as its adapter was tuned
+                for c in candidates]
 
     def rank(self, conversation: Conversation, candidates: Sequence[int]) -> Ranking:
         candidates = _check(candidates)

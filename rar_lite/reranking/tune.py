@@ -2,9 +2,12 @@
 
 Zero-shot, SmolLM2-135M ranks by letter, not by movie. Listwise tuning (answer = the target's
 letter) was measured to stay at chance; *pointwise* tuning works: one short prompt per candidate
-("Request: ... Movie: ... Does the movie fit the request? Answer yes or no."), the target labelled
-"yes" and a few other candidates of the same conversation "no", and the score
-s = logit(yes) - logit(no).
+("Request: ... Does the movie below fit the request? Answer yes or no. Movie: ..."), the target
+labelled "yes" and a few other candidates of the same conversation "no", and the score
+s = logit(yes) - logit(no). The tuned judge reads it right after the movie's card, the user's turn
+of the chat template left open (`TuneConfig.layout` "card", recorded with the adapter, which
+`TransformersBackend` reads back): the template's six closing tokens are then not computed once
+per candidate, as they are at the assistant's turn where the untuned model is asked ("answer").
 
 Two losses (`TuneConfig.loss`):
 
@@ -45,6 +48,7 @@ from tqdm.auto import tqdm
 
 from rar_lite import cache
 from rar_lite.backends.llm_local import (
+    LAYOUTS,
     bf16_supported,
     chat_text,
     continuation_inputs,
@@ -71,10 +75,13 @@ class TuneConfig:
     loss: str = "group"
     seed: int = 0
     checkpoint_every: int = 20
+    layout: str = "card"  # where the prompts end and the score is read (`llm_local.LAYOUTS`)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
 
@@ -298,7 +305,7 @@ def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
     snapshots = sorted({int(s) for s in snapshots if 0 < int(s) < config.steps})
     record = {"config": asdict(config), "n_examples": len(examples),
               "examples": cache.fingerprint([asdict(e) for e in examples]),
-              "base": str(base or "smollm2")}
+              "base": str(base or "smollm2"), "layout": config.layout}
     if snapshots:
         record["snapshots"] = snapshots
     meta = directory / "tune.json"
@@ -323,7 +330,8 @@ def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=config.lr)
-    texts = [chat_text(tokenizer, e.prompt(), prompts.POINTWISE_SYSTEM) for e in examples]
+    texts = [chat_text(tokenizer, e.prompt(), prompts.POINTWISE_SYSTEM, config.layout)
+             for e in examples]
     labels = torch.tensor([float(e.label) for e in examples])
     groups = torch.tensor([e.group for e in examples])
     rng = np.random.default_rng(config.seed)
