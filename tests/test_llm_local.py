@@ -311,6 +311,13 @@ def test_adapter_layout_is_read_from_the_tuning_record(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
         (tmp_path / name / name).write_text('{"layout": "card"}')
         assert llm_local.adapter_layout(tmp_path / name) == "card"
+    (tmp_path / "bad").mkdir()
+    for text, error in (('{"layout": "middle"}', "layout must be one of"),
+                        ("{not json", "is not a tuning record"), ("[1]", "is not a tuning record")):
+        (tmp_path / "bad" / "tune.json").write_text(text)
+        with pytest.raises(ValueError, match=error) as raised:
+            llm_local.adapter_layout(tmp_path / "bad")
+        assert "tune.json" in str(raised.value)  # names the file
 
 
 @pytest.mark.parametrize("layout", llm_local.LAYOUTS)

@@ -106,10 +106,15 @@ def adapter_layout(adapter: str | Path | None) -> str:
     """Where the pointwise prompts of a model tuned with `adapter` end (`LAYOUTS`), as
     its tuning recorded it ("layout" in its tune.json or align.json); "answer" for the base model
     and for adapters recorded without one."""
-    for name in ("tune.json", "align.json"):
-        meta = Path(adapter) / name if adapter else None
-        if meta is not None and meta.exists():
-            return json.loads(meta.read_text()).get("layout", "answer")
+    for meta in (Path(adapter) / name for name in ("tune.json", "align.json") if adapter):
+        if meta.exists():
+            try:
+                layout = json.loads(meta.read_text()).get("layout", "answer")
+            except (json.JSONDecodeError, AttributeError) as error:
+                raise ValueError(f"{meta} is not a tuning record: {error}") from error
+            if layout not in LAYOUTS:
+                raise ValueError(f"{meta}: layout must be one of {LAYOUTS}, got {layout!r}")
+            return layout
     return "answer"
 
 
