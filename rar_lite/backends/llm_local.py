@@ -87,13 +87,19 @@ def _convert_smollm2(target: Path) -> None:
 LAYOUTS: tuple[str, ...] = ("answer", "card")
 
 
+def check_layout(layout: str, name: str = "layout") -> str:
+    """`layout` when it is one of `LAYOUTS`, else a ValueError that calls it `name`."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"{name} must be one of {LAYOUTS}, got {layout!r}")
+    return layout
+
+
 def chat_text(tokenizer: Any, prompt: str, system: str | None = None,
               layout: str = "answer") -> str:
     """A user prompt in the tokenizer's chat template, ending where the assistant answers
     (`layout` "answer"), or at the end of the prompt itself, the user's turn left open ("card":
     `LAYOUTS`)."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    check_layout(layout)
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": prompt}]
     if layout == "card":
@@ -112,9 +118,7 @@ def adapter_layout(adapter: str | Path | None) -> str:
                 layout = json.loads(meta.read_text()).get("layout", "answer")
             except (json.JSONDecodeError, AttributeError) as error:
                 raise ValueError(f"{meta} is not a tuning record: {error}") from error
-            if layout not in LAYOUTS:
-                raise ValueError(f"{meta}: layout must be one of {LAYOUTS}, got {layout!r}")
-            return layout
+            return check_layout(layout, f"{meta}: layout")
     return "answer"
 
 

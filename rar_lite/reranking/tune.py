@@ -48,9 +48,9 @@ from tqdm.auto import tqdm
 
 from rar_lite import cache
 from rar_lite.backends.llm_local import (
-    LAYOUTS,
     bf16_supported,
     chat_text,
+    check_layout,
     continuation_inputs,
     smollm2_path,
     tokens_apart,
@@ -80,8 +80,7 @@ class TuneConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        check_layout(self.layout)
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
 
