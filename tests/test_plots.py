@@ -33,6 +33,11 @@ def test_other_figures() -> None:
     assert _labelled(ax) and len(ax.lines) == 2  # the reranker and the uniform line
     tuning = pd.DataFrame({"step": [1, 2, 3], "loss": [0.7, 0.6, 0.5], "margin": [0, 1, 2]})
     assert all(_labelled(ax) for ax in plots.plot_tuning(tuning).axes)
+    curve = pd.DataFrame({"ndcg@10": [0.3, 0.5, 0.6], "recall@10": [0.5, 0.8, 0.9]},
+                         index=pd.Index([0, 50, 100], name="step"))
+    (ax,) = plots.plot_tuning_curve(curve).axes
+    assert _labelled(ax) and list(ax.get_xticks()) == [0, 50, 100]
+    assert [list(line.get_ydata()) for line in ax.lines] == [[0.3, 0.5, 0.6], [0.5, 0.8, 0.9]]
     rounds = pd.DataFrame({"round": [1, 2], "reward": [0.3, 0.4], "valid ndcg@10": [0.07, 0.08],
                            "log_ratio": [0.0, 0.5]})
     curves = plots.plot_loop_curves(rounds, start={"ndcg@10": 0.07})

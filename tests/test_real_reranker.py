@@ -109,6 +109,45 @@ def test_snapshot_equals_a_run_stopped_there(corpus, items, tmp_path: Path) -> N
     assert (snapshot / "adapter_model.safetensors").exists()
 
 
+def test_step_adapters_name_each_steps_model() -> None:
+    assert tune.curve_steps((5, 10, 20, 0, 5), 10) == [0, 5, 10]
+    assert tune.step_adapters(Path("cache/run"), (5, 10, 20), 10) == {
+        0: None, 5: Path("cache/run-step5"), 10: Path("cache/run")}
+    assert tune.step_adapters(Path("cache/run"), (), 3) == {0: None, 3: Path("cache/run")}
+
+
+def test_tuning_curve_scores_each_step_like_its_own_reranker(corpus, items,
+                                                             tmp_path: Path) -> None:
+    from rar_lite.experiments import reranker_study
+
+    texts = corpus.set_index("item_id")["text"]
+    examples = [tune.Example("a funny animated movie", texts[items[1]], 1, 0),
+                tune.Example("a funny animated movie", texts[items[0]], 0, 0),
+                tune.Example("a heist thriller", texts[items[0]], 1, 1),
+                tune.Example("a heist thriller", texts[items[2]], 0, 1)]
+    run = tune.tune_pointwise(examples, tune.TuneConfig(steps=2, batch_size=2, lr=1e-3,
+                                                        lora_r=4, lora_alpha=8),
+                              tmp_path / "run", progress=False, snapshots=(1,))
+    adapters = tune.step_adapters(run.adapter, (1,), 2)
+    cases = [_turn("a", "a heist thriller", (items[0],)),
+             _turn("b", "a funny animated movie", (items[1],))]
+    candidates = [[items[2], items[1], items[0]], [items[0], items[2], items[1]]]
+    responses = ResponseCache(tmp_path / "r.sqlite")
+    curve, per_pair = reranker_study.tuning_curve(adapters, corpus, cases, candidates,
+                                                  responses)
+    assert curve.index.tolist() == [0, 1, 2] and sorted(per_pair) == [0, 1, 2]
+    for step, adapter in adapters.items():  # each row is that adapter's own evaluation
+        alone = rerank.PointwiseReranker(TransformersBackend(adapter=adapter), corpus)
+        scores = rerank.evaluate_rankings([alone.rank(c, p) for c, p in zip(cases, candidates)],
+                                          cases)
+        assert curve.loc[step, "ndcg@10"] == pytest.approx(scores["ndcg@10"])
+        assert curve.loc[step, "recall@10"] == pytest.approx(scores["recall@10"])
+        assert per_pair[step].mean() == pytest.approx(scores["ndcg@10"])
+    text = reranker_study.describe_curve(curve, per_pair)
+    assert text.startswith(f"NDCG@10 {curve.loc[0, 'ndcg@10']:.3f} at step 0, ")
+    assert "step 2 − step 1" in text
+
+
 def test_tune_on_dialogue_chooses_steps_and_weight_on_selection(corpus, items,
                                                                 tmp_path: Path) -> None:
     train = [_turn("t1", "a heist thriller with De Niro", (items[0],)),

@@ -125,6 +125,18 @@ def plot_tuning(history: pd.DataFrame, window: int = 10) -> plt.Figure:
     return fig
 
 
+def plot_tuning_curve(curve: pd.DataFrame) -> plt.Figure:
+    """NDCG@10 and Recall@10 of the reranker by number of tuning steps (`tuning_curve`)."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for column, marker in (("ndcg@10", "o"), ("recall@10", "s")):
+        ax.plot(curve.index, curve[column], marker=marker, label=column)
+    ax.set(xlabel="tuning steps (0: untuned)", ylabel="on validation cases",
+           title="pointwise LoRA: quality by step", ylim=(0, 1), xticks=list(curve.index))
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 #: The feedback-loop figure's boxes, (x, y, label) on axes of 0-10 by 0-4, and arrows.
 LOOP_BOXES: dict[str, tuple[float, float, str]] = {
     "retriever": (1.2, 3.0, "retriever π\n(history → item scores)"),

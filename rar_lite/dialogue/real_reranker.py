@@ -53,8 +53,9 @@ from rar_lite.reranking.rerank import (
 from rar_lite.reranking.tune import (
     Example,
     TuneConfig,
+    curve_steps,
     pointwise_examples,
-    snapshot_dir,
+    step_adapters,
     tune_pointwise,
 )
 
@@ -89,8 +90,7 @@ class DialogueTuning:
 
     def steps(self) -> list[int]:
         """The candidate numbers of steps, 0 (untuned) first."""
-        inside = sorted({s for s in self.snapshots if 0 < s < self.tune.steps})
-        return [0, *inside, self.tune.steps]
+        return curve_steps(self.snapshots, self.tune.steps)
 
 
 def hard_pools(retriever: object, conversations: list[Conversation],
@@ -191,8 +191,7 @@ def tune_on_dialogue(retriever: object, corpus: pd.DataFrame, train: list[Conver
     result = tune_pointwise(examples, tune_config, directory, progress=progress,
                             snapshots=config.snapshots)
     response_cache = response_cache or ResponseCache()
-    adapters = {step: (None if step == 0 else directory if step == tune_config.steps
-                       else snapshot_dir(directory, step)) for step in config.steps()}
+    adapters = step_adapters(directory, config.snapshots, tune_config.steps)
     rows, chosen = [], None  # the best so far: (row, its judge); one model held at a time
     for step, adapter in adapters.items():
         candidate = PointwiseReranker(TransformersBackend(adapter=adapter), corpus,

@@ -134,10 +134,11 @@ def training_examples(setup: StudySetup, n_conversations: int, k: int = 20,
 
 
 def tuned_backend(setup: StudySetup, config=None, n_train: int = 1000, seed: int = 0,
-                  progress: bool = False, card: str = "brief"):
-    """Tune the pointwise reranker on `n_train` training conversations, shown by their `card`
-    (or load the cached adapter of an identical earlier run) and return (backend with the
-    adapter, TuneResult)."""
+                  progress: bool = False, card: str = "brief",
+                  snapshots: tuple[int, ...] = ()):
+    """Tune the pointwise reranker on `n_train` training conversations, shown by their `card`,
+    also saving the adapters of the steps in `snapshots` (or load the cached adapter of an
+    identical earlier run) and return (backend with the adapter, TuneResult)."""
     from rar_lite.reranking.tune import TuneConfig, tune_pointwise
 
     config = config or TuneConfig(seed=seed)
@@ -145,18 +146,18 @@ def tuned_backend(setup: StudySetup, config=None, n_train: int = 1000, seed: int
                                  card=card)
     key = cache.fingerprint(config.__dict__, [e.__dict__ for e in examples])
     result = tune_pointwise(examples, config, cache.cache_dir() / "adapters" / f"pointwise-{key}",
-                            progress=progress)
+                            progress=progress, snapshots=snapshots)
     return TransformersBackend(adapter=result.adapter), result
 
 
 def chapter_tuning(profile: str | profiles.Profile = profiles.FULL,
                    sets: simulate.SimulatedSets | None = None, progress: bool = False):
-    """(backend, TuneResult) of chapter 4's tuned pointwise reranker at `profile`'s sizes, for
-    the later chapters; the adapter chapter 4 cached is reused."""
+    """(backend, TuneResult) of chapter 4's tuned pointwise reranker at `profile`'s sizes (its
+    step snapshots included), for chapter 4 and the later chapters, which reuse its adapter."""
     profile = profiles.get(profile)
     study = study_setup(4, seed=0, profile=profile, sets=sets)
     return tuned_backend(study, profile.tune, n_train=profile.tune_conversations,
-                         progress=progress)
+                         progress=progress, snapshots=profile.tune_snapshots)
 
 
 def chapter_backend(profile: str | profiles.Profile = profiles.FULL,

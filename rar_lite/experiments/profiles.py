@@ -42,6 +42,8 @@ class Profile:
     k: int = 20  # candidates per conversation: the reranker's K and the loop's set size
     tune_conversations: int = 1000  # chapter 4's pointwise tuning: training conversations
     tune: TuneConfig = field(default_factory=lambda: TuneConfig(seed=0))  # ...and its settings
+    # ...and the steps whose adapters it also saves, for chapter 4's curve of quality by step
+    tune_snapshots: tuple[int, ...] = (20, 40, 60, 80)
     loop_train: int = 200  # chapter 5's feedback loop: conversations per round
     loop_rounds: int = 3
     dialogue: DialogueTuning = field(default_factory=DialogueTuning)  # the real-seekers judge
@@ -83,6 +85,7 @@ QUICK = Profile(
     k=10,  # half the candidates: LLM scoring is most of CI's time
     tune_conversations=8,
     tune=TuneConfig(steps=2, batch_size=4, seed=0),
+    tune_snapshots=(1,),
     loop_train=6,
     loop_rounds=1,
     # the same procedure: two steps, the untuned model the only other choice

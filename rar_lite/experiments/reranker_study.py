@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 
+from rar_lite import stats
 from rar_lite.backends.llm import Backend, ResponseCache, gives_logits
 from rar_lite.data.conversations import Conversation, Turn
 from rar_lite.data.matching import TitleMatcher
@@ -97,6 +99,43 @@ def compare_rerankers(rerankers: dict[str, object], conversations: list[Conversa
             "outside rate": scores["outside_rate"]})
         all_rankings[name] = rankings
     return pd.DataFrame(rows).set_index("reranker"), all_rankings
+
+
+def tuning_curve(adapters: dict[int, Path | None], corpus: pd.DataFrame,
+                 conversations: list[Conversation], candidates: list[list[int]],
+                 response_cache: ResponseCache | None = None, card: str = "brief",
+                 progress: bool = False) -> tuple[pd.DataFrame, dict[int, pd.Series]]:
+    """Quality by number of tuning steps: the pointwise reranker with each step's adapter
+    (`tune.step_adapters`; None is the untuned model) on the same cases, one model loaded at a
+    time. Returns (one row per step: NDCG@10 and Recall@10; each step's NDCG@10 per
+    (conversation, target) pair, for paired comparisons)."""
+    from rar_lite.backends.llm_local import TransformersBackend
+    from rar_lite.loop.pipeline import score_rankings
+
+    rows, per_pair = [], {}
+    for step, adapter in adapters.items():
+        reranker = rerank.PointwiseReranker(TransformersBackend(adapter=adapter), corpus,
+                                            response_cache=response_cache, card=card)
+        rankings = run(reranker, conversations, candidates, progress)[0]
+        scores = rerank.evaluate_rankings(rankings, conversations)
+        rows.append({"step": step, "ndcg@10": scores["ndcg@10"],
+                     "recall@10": scores["recall@10"]})
+        per_pair[step] = score_rankings(conversations, rankings, ks=(10,))["ndcg@10"]
+    return pd.DataFrame(rows).set_index("step"), per_pair
+
+
+def describe_curve(curve: pd.DataFrame, per_pair: dict[int, pd.Series]) -> str:
+    """Sentences on `tuning_curve`'s results, from its numbers: NDCG@10 untuned, at the end and
+    at its best, and whether the last stretch of steps changed it beyond noise (paired test)."""
+    value = curve["ndcg@10"]
+    first, last = int(value.index[0]), int(value.index[-1])
+    text = (f"NDCG@10 {value[first]:.3f} at step {first}, {value[last]:.3f} at step {last}; "
+            f"the highest, {value.max():.3f}, at step {int(value.idxmax())}.")
+    if len(value) > 2:
+        before = int(value.index[-2])
+        text += " " + stats.describe_paired(stats.paired_test(per_pair[last], per_pair[before]),
+                                            f"step {last}", f"step {before}")
+    return text
 
 
 def latency(rerankers: dict[str, object], conversations: list[Conversation],

@@ -287,6 +287,20 @@ def snapshot_dir(directory: Path, step: int) -> Path:
     return Path(directory).with_name(f"{Path(directory).name}-step{step}")
 
 
+def curve_steps(snapshots: Sequence[int], steps: int) -> list[int]:
+    """The steps a run of `steps` saved with `snapshots` can be read at: 0 (the untuned model),
+    the snapshots strictly inside the run, and `steps` itself."""
+    return [0, *sorted({int(s) for s in snapshots if 0 < int(s) < steps}), steps]
+
+
+def step_adapters(directory: Path, snapshots: Sequence[int],
+                  steps: int) -> dict[int, Path | None]:
+    """The adapter of each of `curve_steps`: None for step 0 (the base model), the snapshot
+    folders (`snapshot_dir`), and `directory` for the last step."""
+    return {step: None if step == 0 else Path(directory) if step == steps
+            else snapshot_dir(directory, step) for step in curve_steps(snapshots, steps)}
+
+
 def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
                    base: str | Path | None = None, progress: bool = True,
                    snapshots: Sequence[int] = (), device: str | None = None) -> TuneResult:
@@ -301,7 +315,7 @@ def tune_pointwise(examples: list[Example], config: TuneConfig, directory: Path,
     from peft import LoraConfig, get_peft_model
 
     directory = Path(directory)
-    snapshots = sorted({int(s) for s in snapshots if 0 < int(s) < config.steps})
+    snapshots = curve_steps(snapshots, config.steps)[1:-1]
     record = {"config": asdict(config), "n_examples": len(examples),
               "examples": cache.fingerprint([asdict(e) for e in examples]),
               "base": str(base or "smollm2"), "layout": config.layout}
