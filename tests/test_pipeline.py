@@ -82,3 +82,49 @@ def test_pair_sources_split_by_the_rejected_set() -> None:
     sources = loop_study.pair_sources(records)
     assert sources["rejected set missed the target"] == 1
     assert sources["both sets held it, LLM ranked it differently"] == 1
+
+
+def test_run_pipeline_takes_the_retrieval_already_done() -> None:
+    served = FixedRetriever([10, 11, 12, 13, 14, 15, 16])
+    cases = [case(0, 12), case(1, 16)]
+    retrieved = pipeline.run_pipeline(served, TargetFirst(), cases, k=7, ks=(5,))
+    given = pipeline.run_pipeline(served, TargetFirst(), cases, k=7, ks=(5,),
+                                  candidates=pipeline.retrieve(served, cases, 7))
+    assert given.candidates == retrieved.candidates
+    assert given.per_pair.equals(retrieved.per_pair)
+    with pytest.raises(ValueError, match="align"):
+        pipeline.run_pipeline(served, TargetFirst(), cases, k=7, candidates=[[10, 11]])
+
+
+def test_prescore_scores_each_conversation_once_for_every_system(corpus, tmp_path) -> None:
+    from rar_lite.backends.llm import ResponseCache
+    from rar_lite.backends.llm_local import TransformersBackend
+
+    backend = TransformersBackend(dtype="float32")
+    judge = rerank.PointwiseReranker(backend, corpus, response_cache=ResponseCache(
+        tmp_path / "answers.sqlite"))
+    ids = [int(i) for i in corpus["item_id"].iloc[:6]]
+    cases = [Conversation("a", (Turn("seeker", "a funny animated movie"),), (), (ids[0],),
+                          "test"),
+             Conversation("b", (Turn("seeker", "a tense thriller"),), (), (ids[4],), "test")]
+    pools = [[ids[:3], ids[3:5]], [ids[1:4], ids[2:6]]]  # two systems' candidates per case
+    calls = []
+    original = backend.prefix_last_logits
+    backend.prefix_last_logits = lambda prefix, suffixes, **kw: (
+        calls.append(len(suffixes)) or original(prefix, suffixes, **kw))
+    blended = rerank.InterpolatedReranker(judge, 0.5)
+    assert pipeline.prescore(blended, cases, pools) == 2
+    assert calls == [4, 4]  # one pass per conversation: the union of the systems' candidates
+    for pool in pools:  # every system's ranking now reads the cache only
+        ran = pipeline.run_pipeline(None, blended, cases, candidates=pool, ks=(5,))
+        assert len(calls) == 2
+        fresh = rerank.PointwiseReranker(TransformersBackend(dtype="float32"), corpus)
+        for ranking, conversation, candidates in zip(ran.rankings, cases, pool):
+            alone = rerank.InterpolatedReranker(fresh, 0.5).rank(conversation, candidates)
+            assert ranking.items == alone.items
+            assert ranking.scores == pytest.approx(alone.scores, abs=1e-4)
+    # nothing to share: no pointwise judge, or a blend that never asks it
+    assert pipeline.prescore(rerank.RetrieverOrder(), cases, pools) == 0
+    assert pipeline.prescore(rerank.InterpolatedReranker(judge, 0.0), cases, pools) == 0
+    with pytest.raises(ValueError, match="one candidate list per conversation"):
+        pipeline.prescore(judge, cases, [[ids[:3]]])

@@ -233,16 +233,23 @@ def run_arms(setup: ArmSetup, seeds: tuple[int, ...] = (0, 1, 2),
             result = head_loop.run(begin, data, arm_config, directory, select)
             heads[arm, seed], histories[arm, seed] = result.head, result.history
             best[arm, seed] = result.best_round
-    retriever_ndcg, pipeline_ndcg = {}, {}
+    distinct = {}  # arm a is the same head on every seed, and it is evaluated once
+    for (arm, seed), head in heads.items():
+        distinct.setdefault(head_loop._digest(head.delta.detach().numpy()), (arm, seed, head))
+    served = {key: sft.with_head(head) for key, (_, _, head) in distinct.items()}
+    pools = {key: pipeline.retrieve(one, setup.test) for key, one in served.items()}
+    pipeline.prescore(setup.reranker, setup.test, list(pools.values()), progress)
     evaluated: dict[str, tuple[pd.Series, pd.Series]] = {}
+    for key, (arm, seed, _) in distinct.items():
+        alone = pipeline.run_pipeline(served[key], rerank.RetrieverOrder(), setup.test,
+                                      candidates=pools[key])
+        full = pipeline.run_pipeline(served[key], setup.reranker, setup.test, progress=progress,
+                                     name=f"arm {arm}, seed {seed}: the full pipeline",
+                                     candidates=pools[key])
+        evaluated[key] = (alone.per_pair["ndcg@10"], full.per_pair["ndcg@10"])
+    retriever_ndcg, pipeline_ndcg = {}, {}
     for (arm, seed), head in heads.items():
         key = head_loop._digest(head.delta.detach().numpy())
-        if key not in evaluated:  # arm a is the same head on every seed
-            served = sft.with_head(head)
-            alone = pipeline.run_pipeline(served, rerank.RetrieverOrder(), setup.test)
-            full = pipeline.run_pipeline(served, setup.reranker, setup.test, progress=progress,
-                                         name=f"arm {arm}, seed {seed}: the full pipeline")
-            evaluated[key] = (alone.per_pair["ndcg@10"], full.per_pair["ndcg@10"])
         retriever_ndcg[arm, seed], pipeline_ndcg[arm, seed] = evaluated[key]
     return ArmsResult(setup, tuple(seeds), heads, histories, retriever_ndcg, pipeline_ndcg, best,
                       tuple(arm for arm in ARMS if arm in wanted))

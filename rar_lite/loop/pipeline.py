@@ -67,15 +67,53 @@ def score_rankings(conversations: list[Conversation], rankings: list[rerank.Rank
                                                                           "target"]))
 
 
+def pointwise_judge(reranker: object) -> rerank.PointwiseReranker | None:
+    """The pointwise judge that `reranker` scores with: itself, or the reranker it blends
+    (`rerank.InterpolatedReranker.reranker`, followed down); None when there is none or its
+    blend gives it no weight."""
+    while reranker is not None and not isinstance(reranker, rerank.PointwiseReranker):
+        if isinstance(reranker, rerank.InterpolatedReranker) and reranker.weight == 0.0:
+            return None  # the retriever's order alone: the judge is never asked
+        reranker = getattr(reranker, "reranker", None)
+    return reranker
+
+
+def prescore(reranker: object, conversations: list[Conversation],
+             pools: list[list[list[int]]], progress: bool = False) -> int:
+    """Score, in one pass per conversation, every candidate that any system's pool gives it
+    (`pools`: per system, one candidate list per conversation), into the answer cache of the
+    pointwise judge `reranker` holds. Each candidate is judged alone, so the systems'
+    rerankings then read the same scores from the cache, instead of encoding the conversation
+    again for each system's few new candidates. Returns how many conversations were scored: 0
+    when `reranker` holds no pointwise judge with an answer cache (nothing to share)."""
+    judge = pointwise_judge(reranker)
+    if judge is None or judge.cache is None:
+        return 0
+    if any(len(pool) != len(conversations) for pool in pools):
+        raise ValueError("every pool must have one candidate list per conversation")
+    for n, conversation in enumerate(tqdm(conversations, desc="scoring the systems' candidates",
+                                          disable=not progress)):
+        union = list(dict.fromkeys(int(c) for pool in pools for c in pool[n]))
+        if union:
+            judge.rank(conversation, union)
+    return len(conversations)
+
+
 def run_pipeline(served: Retriever, reranker: object, conversations: list[Conversation],
                  k: int = 20, ks: tuple[int, ...] = (5, 10), progress: bool = False,
-                 name: str | None = None) -> PipelineRun:
+                 name: str | None = None,
+                 candidates: list[list[int]] | None = None) -> PipelineRun:
     """Retrieve `k`, rerank, and score: NDCG/Recall@ks of the final ranking and Recall@k of the
-    candidate set (did retrieval give the reranker the target at all?)."""
+    candidate set (did retrieval give the reranker the target at all?). `candidates`: the
+    retrieval already done (`retrieve(served, conversations, k)`); the time is then the
+    reranking's alone."""
     if not conversations:
         raise ValueError("no conversations to evaluate")
     started = time.perf_counter()
-    candidates = retrieve(served, conversations, k)
+    if candidates is None:
+        candidates = retrieve(served, conversations, k)
+    elif len(candidates) != len(conversations):
+        raise ValueError("conversations and candidates must align one to one")
     rankings = [reranker.rank(c, pool) for c, pool in tqdm(
         list(zip(conversations, candidates)), desc=name or getattr(reranker, "name", "rerank"),
         disable=not progress)]
