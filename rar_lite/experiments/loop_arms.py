@@ -233,9 +233,10 @@ def run_arms(setup: ArmSetup, seeds: tuple[int, ...] = (0, 1, 2),
             result = head_loop.run(begin, data, arm_config, directory, select)
             heads[arm, seed], histories[arm, seed] = result.head, result.history
             best[arm, seed] = result.best_round
+    keys = {run: head_loop._digest(head.delta.detach().numpy()) for run, head in heads.items()}
     distinct = {}  # arm a is the same head on every seed, and it is evaluated once
-    for (arm, seed), head in heads.items():
-        distinct.setdefault(head_loop._digest(head.delta.detach().numpy()), (arm, seed, head))
+    for (arm, seed), key in keys.items():
+        distinct.setdefault(key, (arm, seed, heads[arm, seed]))
     served = {key: sft.with_head(head) for key, (_, _, head) in distinct.items()}
     pools = {key: pipeline.retrieve(one, setup.test) for key, one in served.items()}
     pipeline.prescore(setup.reranker, setup.test, list(pools.values()), progress)
@@ -247,10 +248,8 @@ def run_arms(setup: ArmSetup, seeds: tuple[int, ...] = (0, 1, 2),
                                      name=f"arm {arm}, seed {seed}: the full pipeline",
                                      candidates=pools[key])
         evaluated[key] = (alone.per_pair["ndcg@10"], full.per_pair["ndcg@10"])
-    retriever_ndcg, pipeline_ndcg = {}, {}
-    for (arm, seed), head in heads.items():
-        key = head_loop._digest(head.delta.detach().numpy())
-        retriever_ndcg[arm, seed], pipeline_ndcg[arm, seed] = evaluated[key]
+    retriever_ndcg = {run: evaluated[key][0] for run, key in keys.items()}
+    pipeline_ndcg = {run: evaluated[key][1] for run, key in keys.items()}
     return ArmsResult(setup, tuple(seeds), heads, histories, retriever_ndcg, pipeline_ndcg, best,
                       tuple(arm for arm in ARMS if arm in wanted))
 
