@@ -10,7 +10,8 @@ measured separately with the cache off.
 brief one (`rerank.card_texts`). `--latency-only --out FILE` measures the tuned pointwise reranker alone (the issue-20 bar): its
 seconds per conversation of 20 candidates with the answer cache off, and, in the same run as the
 machine's reference, one forward pass of the same model over a 600-token prompt; the ratio of the
-two; and whether its rankings equal those of the unbatched path (every prompt encoded whole), in
+two; the tokens a conversation's prompts hold (the shared prefix once) and the time per token
+against the reference pass's; and whether its rankings equal those of the unbatched path (every prompt encoded whole), in
 the model's bf16 and again in fp32 (bf16 rounding depends on the shapes of the computation).
 """
 
@@ -129,7 +130,9 @@ def latency_only(args: argparse.Namespace) -> None:
         setup, TuneConfig(steps=args.steps, seed=args.seed), n_train=args.train, card=args.card)
     reranker = rerank.PointwiseReranker(tuned, setup.corpus, card=args.card)  # no answer cache
     reranker_study.run(reranker, setup.conversations[:1], setup.candidates[:1])  # warm-up
+    before = tuned.usage.copy()
     rankings, seconds = reranker_study.run(reranker, setup.conversations, setup.candidates)
+    tokens = tuned.usage.since(before).prompt_tokens / len(rankings)  # the prefix counted once
     forward = forward_seconds(tuned, reranker_study.example_prompt(setup, 0))
     identical, largest = same_as_whole(reranker, setup, rankings)
     tuned.lm.float()  # the same check in fp32, where rounding does not depend on the shapes
@@ -139,7 +142,12 @@ def latency_only(args: argparse.Namespace) -> None:
               "model": tuned.model, "card": args.card, "conversations": len(rankings),
               "candidates": len(setup.candidates[0]),
               "seconds_per_conversation": seconds, "forward_600_tokens_seconds": forward,
-              "ratio": seconds / forward, "identical_rankings": identical,
+              "ratio": seconds / forward,
+              # what a conversation costs in tokens, and the time per token against the
+              # reference pass's (1.0: the reranker runs at the machine's rate per token)
+              "tokens_per_conversation": tokens,
+              "per_token_ratio": (seconds / tokens) / (forward / 600),
+              "identical_rankings": identical,
               "largest_score_difference": largest, "identical_rankings_fp32": exact,
               "largest_score_difference_fp32": exact_largest}
     print(json.dumps(record, indent=2))

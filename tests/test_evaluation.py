@@ -304,6 +304,42 @@ def test_cli_help_names_every_system() -> None:
         assert key in help_text
 
 
+def test_rar_rows_sharing_a_judge_are_scored_once_per_set(corpus, tmp_path, monkeypatch) -> None:
+    from rar_lite.backends.llm_local import TransformersBackend
+    from rar_lite.loop import pipeline
+
+    backend = TransformersBackend(dtype="float32")
+    judge = rerank.PointwiseReranker(backend, corpus,
+                                     response_cache=ResponseCache(tmp_path / "a.sqlite"))
+    other = rerank.PointwiseReranker(backend, corpus,
+                                     response_cache=ResponseCache(tmp_path / "b.sqlite"))
+    ids = [int(i) for i in corpus["item_id"].iloc[:6]]
+    cases = [Conversation("a", (Turn("seeker", "a funny animated movie"),), (), (ids[0],),
+                          "test")]
+    fewer = cases[:0]
+
+    def run(name: str, chosen: object, pool: list[int] | None, conversations=cases):
+        return harness._Run(name, name, 0, conversations, chosen,
+                            None if pool is None else [pool], 0.5)
+
+    runs = [run("rar-sft", judge, ids[:3]), run("rar-loop", judge, ids[2:5]),
+            run("rar-fused", rerank.InterpolatedReranker(judge, 0.3), ids[4:6]),
+            run("retriever", rerank.RetrieverOrder(), ids[:3]),
+            run("never asked", rerank.InterpolatedReranker(judge, 0.0), ids[:2]),
+            run("alone", other, ids[:2]), run("llm", judge, None),
+            run("elsewhere", other, [], fewer)]
+    seen = []
+    monkeypatch.setattr(pipeline, "prescore", lambda reranker, conversations, pools, progress:
+                        seen.append((reranker, pools)) or len(conversations))
+    timing = harness._prescore(runs, "simulated", progress=False)
+    # one pass over the three rows that read `judge`; `other`'s rows neither share it nor
+    # the same conversations; the retriever's order, a zero weight and "llm" ask no judge
+    assert seen == [(judge, [[ids[:3]], [ids[2:5]], [ids[4:6]]])]
+    assert [(t["dataset"], t["system"], t["conversations"]) for t in timing] == [
+        ("simulated", harness.SHARED_SCORING, 1)]
+    assert timing[0]["s / conversation"] >= 0
+
+
 # --- end to end ----------------------------------------------------------------------------------
 
 

@@ -528,36 +528,93 @@ def _retriever(system: str, data: ConversationSet, seeded: _Seeded,
     return fit.fused(served, data.corpus, realdata.LRUREC_ONLY, exclude_history=True)
 
 
-def _run_system(system: str, data: ConversationSet, seeded: _Seeded, reranker: object,
-                generation: object, opener: OpenRecommender, popular: PopularityRecommender,
-                config: EvalConfig, progress: bool, name: str | None = None
-                ) -> tuple[list[Conversation], list[rerank.Ranking], list[list[int]] | None]:
-    """(conversations, rankings, candidates or None) of one system on one set (`name`: its row's
-    display name, for the progress bar)."""
-    conversations = data.conversations
-    if system == "llm":
-        return conversations, opener.recommend(conversations, progress), None
+def _reranker_for(system: str, data: ConversationSet, reranker: object,
+                  generation: object) -> object:
+    """What reorders `system`'s candidates on `data` (`reranker`: the tuned pointwise one;
+    `generation`: the zero-shot generation-mode one)."""
     if system in ("popularity", "retriever", "dense", "fused"):
-        chosen = rerank.RetrieverOrder()
-    elif system == "keyword":
-        chosen = rerank.KeywordReranker(data.corpus)
-    elif system in ("rar-sft", "rar-loop"):
-        chosen = reranker
-    elif system == "rar-fused":  # on real data the LLM stage chosen on dev dialogue, if any
+        return rerank.RetrieverOrder()
+    if system == "keyword":
+        return rerank.KeywordReranker(data.corpus)
+    if system in ("rar-sft", "rar-loop"):
+        return reranker
+    if system == "rar-fused":  # on real data the LLM stage chosen on dev dialogue, if any
         stage = data.retrieval.stage
-        chosen = (rerank.InterpolatedReranker(reranker, data.retrieval.rerank_weight)
-                  if stage is None else stage.reranker(data.corpus,
-                                                       getattr(reranker, "cache", None)))
-    else:  # rar-generate
-        conversations, chosen = conversations[: config.n_generate], generation
+        return (rerank.InterpolatedReranker(reranker, data.retrieval.rerank_weight)
+                if stage is None else stage.reranker(data.corpus,
+                                                     getattr(reranker, "cache", None)))
+    return generation  # rar-generate
+
+
+@dataclass
+class _Run:
+    """One system's run on one set, retrieved and not yet reranked."""
+
+    system: str
+    name: str  # its row's display name
+    seed: int
+    conversations: list[Conversation]
+    chosen: object  # what reranks (or, for "llm", the recommender that writes titles)
+    candidates: list[list[int]] | None  # None: no retrieval ("llm")
+    seconds: float  # time spent so far (retrieval)
+
+
+def _retrieved(system: str, name: str, seed: int, data: ConversationSet, seeded: _Seeded,
+               chosen: object, popular: PopularityRecommender, config: EvalConfig) -> _Run:
+    """`system`'s run on `data` with its candidates retrieved."""
+    began = time.perf_counter()
+    if system == "llm":
+        return _Run(system, name, seed, data.conversations, chosen, None, 0.0)
+    conversations = (data.conversations[: config.n_generate] if system == "rar-generate"
+                     else data.conversations)
     served = _retriever(system, data, seeded, popular)
     with warnings.catch_warnings():  # real data: many mentioned movies are not in the vocab
         warnings.simplefilter("ignore", UserWarning)
         candidates = pipeline.retrieve(served, conversations, config.k)
-    quick = isinstance(chosen, (rerank.RetrieverOrder, rerank.KeywordReranker))  # no bar
-    rankings = rerank.rank_all(chosen, conversations, candidates, progress and not quick,
-                               desc=f"{data.name}: {name or SYSTEMS[system]}")
-    return conversations, rankings, candidates
+    return _Run(system, name, seed, conversations, chosen, candidates,
+                time.perf_counter() - began)
+
+
+def _prescore(runs: list[_Run], dataset: str, progress: bool) -> list[dict]:
+    """Score, once per conversation, the union of the candidates of every run whose reranker
+    reads the same pointwise judge (`pipeline.prescore`): the RAR rows of all seeds then read
+    their scores from the answer cache. Returns one timing row per judge that was run."""
+    groups: dict[int, tuple[object, list[_Run]]] = {}
+    for run in runs:
+        judge = pipeline.pointwise_judge(run.chosen)
+        if judge is not None and run.candidates is not None:
+            groups.setdefault(id(judge), (judge, []))[1].append(run)
+    timing = []
+    for judge, members in groups.values():
+        if len(members) < 2 or any(m.conversations is not members[0].conversations
+                                   for m in members):
+            continue  # nothing shared, or not the same conversations
+        began = time.perf_counter()
+        scored = pipeline.prescore(judge, members[0].conversations,
+                                   [m.candidates for m in members], progress)
+        if scored:
+            timing.append({"dataset": dataset, "system": SHARED_SCORING, "seed": -1,
+                           "conversations": scored,
+                           "s / conversation": (time.perf_counter() - began) / scored})
+    return timing
+
+
+#: The timing row of the LLM scoring shared by the RAR rows (`_prescore`).
+SHARED_SCORING = "(RAR rows' candidates, scored once)"
+
+
+def _reranked(run: _Run, data: ConversationSet, progress: bool
+              ) -> tuple[list[Conversation], list[rerank.Ranking], list[list[int]] | None]:
+    """(conversations, rankings, candidates or None) of `run`, its time added to its seconds."""
+    began = time.perf_counter()
+    if run.candidates is None:
+        rankings = run.chosen.recommend(run.conversations, progress)
+    else:
+        quick = isinstance(run.chosen, (rerank.RetrieverOrder, rerank.KeywordReranker))
+        rankings = rerank.rank_all(run.chosen, run.conversations, run.candidates,
+                                   progress and not quick, desc=f"{data.name}: {run.name}")
+    run.seconds += time.perf_counter() - began
+    return run.conversations, rankings, run.candidates
 
 
 def _llm_systems(tuned: TransformersBackend | None, zero_shot: Backend | None,
@@ -669,22 +726,25 @@ def evaluate(config: EvalConfig | None = None, progress: bool = True) -> Evaluat
     for data in chosen_sets:
         pointwise = (rerank.PointwiseReranker(tuned, data.corpus, response_cache=responses)
                      if tuned is not None else None)
+        runs = []
         for system in config.systems:
-            runs = config.seeds if system in SEEDED else config.seeds[:1]
+            seeds = config.seeds if system in SEEDED else config.seeds[:1]
             for backbone, backend in _rows(system, zero_shot, more):
                 _, generation, opener = _llm_systems(None, backend, corpus, data.matcher,
                                                      responses, config.llm_tokens,
                                                      config.generation_tokens)
-                name = system_name(system, backbone)
-                for seed in runs:
-                    began = time.perf_counter()
-                    run = _run_system(system, data, seeded[seed], pointwise, generation, opener,
-                                      popular, config, progress, name)
-                    frame, run_records, row = _score_run(data.name, name, seed, *run, buckets,
-                                                         config, time.perf_counter() - began)
-                    pairs.append(frame)
-                    records += run_records
-                    timing.append(row)
+                chosen = (opener if system == "llm" else
+                          _reranker_for(system, data, pointwise, generation))
+                runs += [_retrieved(system, system_name(system, backbone), seed, data,
+                                    seeded[seed], chosen, popular, config) for seed in seeds]
+        timing += _prescore(runs, data.name, progress)
+        for run in runs:
+            reranked = _reranked(run, data, progress)
+            frame, run_records, row = _score_run(data.name, run.name, run.seed, *reranked,
+                                                 buckets, config, run.seconds)
+            pairs.append(frame)
+            records += run_records
+            timing.append(row)
     per_pair = pd.concat(pairs, ignore_index=True)
     front = ["dataset", "system", "seed", "conversation_id", "target", "new", "bucket"]
     per_pair = per_pair[front + [c for c in per_pair.columns if c not in front]]
@@ -739,8 +799,11 @@ def cost_table(config: EvalConfig, seeded: _Seeded, matcher: TitleMatcher,
             used = [b for b in (tuned, backend) if b is not None]
             before = [b.usage.copy() for b in used]
             began = time.perf_counter()
-            done, _, _ = _run_system(system, data, seeded, pointwise, generation, opener,
-                                     popular, config, progress=False)
+            chosen = (opener if system == "llm" else
+                      _reranker_for(system, data, pointwise, generation))
+            run = _retrieved(system, system_name(system, backbone), config.seeds[0], data,
+                             seeded, chosen, popular, config)
+            done, _, _ = _reranked(run, data, progress=False)
             seconds = (time.perf_counter() - began) / len(done)
             spent = [b.usage.since(start) for b, start in zip(used, before)]
             rows.append({"system": system_name(system, backbone), "conversations": len(done),
