@@ -36,6 +36,37 @@ def test_timing_table_in_minutes_with_total() -> None:
     assert table.splitlines() == ["| step | minutes |", "| --- | --- |",
                                   "| notebooks/01.ipynb | 1.5 |", "| jupyter-book build | 0.2 |",
                                   "| total | 1.7 |"]
+    computed = build_book.timing_table({"notebooks/01.ipynb": 90.0, "notebooks/02.ipynb": 30.0,
+                                        "jupyter-book build": 12.0},
+                                       {"notebooks/01.ipynb": 0, "notebooks/02.ipynb": 250})
+    assert computed.splitlines() == [
+        "| step | minutes | LLM answers computed |", "| --- | --- | --- |",
+        "| notebooks/01.ipynb | 1.5 | 0 |", "| notebooks/02.ipynb | 0.5 | 250 |",
+        "| jupyter-book build | 0.2 |  |", "| total | 2.2 | 250 |"]
+
+
+def test_build_records_each_notebooks_time_and_llm_answers(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    from rar_lite.backends.llm import ResponseCache
+
+    def execute(notebook: Path, profile: str) -> float:  # a chapter that computes answers
+        for _ in range(3 if notebook.stem == "b" else 0):
+            ResponseCache().put(uuid.uuid4().hex, "yes")
+        return 60.0
+
+    monkeypatch.setattr(build_book, "stage", lambda root, dest: dest.mkdir(parents=True))
+    monkeypatch.setattr(build_book, "toc_notebooks",
+                        lambda root: [Path("notebooks/a.ipynb"), Path("notebooks/b.ipynb")])
+    monkeypatch.setattr(build_book, "execute", execute)
+    monkeypatch.setattr(build_book, "build_html", lambda book: book / "_build" / "html")
+    build_book.build("quick", out=tmp_path)
+    record = json.loads((tmp_path / "book" / "timings.json").read_text())
+    assert record["mode"] == "quick" and record["machine"]["cpus"] >= 1
+    assert record["llm_answers_computed"] == {"notebooks/a.ipynb": 0, "notebooks/b.ipynb": 3}
+    assert record["seconds"]["notebooks/b.ipynb"] == 60.0
+    assert record["total_seconds"] == pytest.approx(120.0, abs=1.0)
 
 
 def test_api_reference_lists_every_module() -> None:

@@ -155,24 +155,43 @@ def build(mode: str = "full", out: Path | None = None, root: Path | None = None)
     root = root or repo_root()
     book_dir = (out or root / "_build") / "book"
     stage(root, book_dir)
-    timings = {}
+    from rar_lite import cache
+    from rar_lite.backends.llm import ResponseCache
+
+    answers = ResponseCache()  # the one the chapters share: what each adds, it computed
+    timings, computed = {}, {}
     for notebook in toc_notebooks(book_dir):
         print(f"executing {notebook} ({mode})", flush=True)
+        before = len(answers)
         timings[str(notebook)] = execute(book_dir / notebook, profile=mode)
-        print(f"  done in {timings[str(notebook)]:.1f} s", flush=True)
+        computed[str(notebook)] = len(answers) - before
+        print(f"  done in {timings[str(notebook)]:.1f} s, {computed[str(notebook)]} LLM "
+              "answers computed", flush=True)
     started = time.perf_counter()
     html = build_html(book_dir)
     timings["jupyter-book build"] = time.perf_counter() - started
     print(f"book built: {html / 'index.html'}")
-    print(timing_table(timings))
+    print(timing_table(timings, computed))
+    cache.write_json(book_dir / "timings.json", {
+        "mode": mode, "machine": cache.machine(), "seconds": timings,
+        "total_seconds": sum(timings.values()), "llm_answers_computed": computed,
+        "llm_answers_cached_at_start": len(answers) - sum(computed.values())})
     return html
 
 
-def timing_table(timings: dict[str, float]) -> str:
-    """A Markdown table of the seconds each step took, with the total."""
-    rows = [f"| {name} | {seconds / 60:.1f} |" for name, seconds in timings.items()]
-    total = sum(timings.values()) / 60
-    return "\n".join(["| step | minutes |", "| --- | --- |", *rows, f"| total | {total:.1f} |"])
+def timing_table(timings: dict[str, float], computed: dict[str, int] | None = None) -> str:
+    """A Markdown table of the minutes each step took, with the total; with `computed`, also
+    the LLM answers each notebook computed (not found in the answer cache)."""
+    if computed is None:
+        rows = [f"| {name} | {seconds / 60:.1f} |" for name, seconds in timings.items()]
+        total = sum(timings.values()) / 60
+        return "\n".join(["| step | minutes |", "| --- | --- |", *rows,
+                          f"| total | {total:.1f} |"])
+    rows = [f"| {name} | {seconds / 60:.1f} | {computed.get(name, '')} |"
+            for name, seconds in timings.items()]
+    return "\n".join(["| step | minutes | LLM answers computed |", "| --- | --- | --- |", *rows,
+                      f"| total | {sum(timings.values()) / 60:.1f} | "
+                      f"{sum(computed.values())} |"])
 
 
 def main(argv: list[str] | None = None) -> None:
