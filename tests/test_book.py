@@ -45,8 +45,8 @@ def test_timing_table_in_minutes_with_total() -> None:
         "| jupyter-book build | 0.2 |  |", "| total | 2.2 | 250 |"]
 
 
-def test_build_records_each_notebooks_time_and_llm_answers(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_records_each_notebooks_time_and_llm_answers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import uuid
 
     from rar_lite.backends.llm import ResponseCache

@@ -189,9 +189,9 @@ def timing_table(timings: dict[str, float], computed: dict[str, int] | None = No
                           f"| total | {total:.1f} |"])
     rows = [f"| {name} | {seconds / 60:.1f} | {computed.get(name, '')} |"
             for name, seconds in timings.items()]
+    total = f"| total | {sum(timings.values()) / 60:.1f} | {sum(computed.values())} |"
     return "\n".join(["| step | minutes | LLM answers computed |", "| --- | --- | --- |", *rows,
-                      f"| total | {sum(timings.values()) / 60:.1f} | "
-                      f"{sum(computed.values())} |"])
+                      total])
 
 
 def main(argv: list[str] | None = None) -> None:
