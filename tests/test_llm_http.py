@@ -405,6 +405,28 @@ def test_corrupt_cache_is_moved_aside_and_rebuilt(tmp_path: Path) -> None:
     assert llm.ResponseCache(path).get(llm.ResponseCache.key(k=1)) == "v"
 
 
+def test_answers_are_read_and_written_in_batches(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    responses = llm.ResponseCache(tmp_path / "b.sqlite")
+    real, opened = sqlite3.connect, []
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: opened.append(a) or real(*a, **k))
+    responses.put_many([("a", [1.5]), ("b", "yes"), ("c", None)])
+    assert responses.get_many(["b", "missing", "a", "c"]) == ["yes", None, [1.5], None]
+    assert len(opened) == 2  # one connection for the three writes, one for the four reads
+    computed = []
+    prompts = ["p1", "p2", "p3"]
+    values = responses.get_or_compute_each({"m": 1}, prompts,
+                                           lambda asked: computed.append(asked) or
+                                           [len(p) for p in asked])
+    assert values == [2, 2, 2] and computed == [prompts] and len(opened) == 4
+    assert responses.get_or_compute_each({"m": 1}, ["p2", "p4"],
+                                         lambda asked: [9 for _ in asked]) == [2, 9]
+    assert llm.ResponseCache(tmp_path / "b.sqlite").get_many(
+        [llm.ResponseCache.key(m=1, prompt=p) for p in ("p1", "p4")]) == [2, 9]
+
+
 def test_truncated_cache_is_rebuilt(tmp_path: Path) -> None:
     path = tmp_path / "d.sqlite"
     responses = llm.ResponseCache(path)

@@ -150,35 +150,53 @@ class ResponseCache:
 
     def get(self, key: str) -> Any | None:
         """The stored value, or None (a value that cannot be read counts as missing)."""
-        if key in self._memory:
-            return json.loads(self._memory[key])
-        if self.read_only and not self.path.exists():
-            return None
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: Sequence[str]) -> list[Any | None]:
+        """`get` of each key, read over one connection."""
+        found: list[Any | None] = [None] * len(keys)
+        wanted = []
+        for n, key in enumerate(keys):
+            if key in self._memory:
+                found[n] = json.loads(self._memory[key])
+            else:
+                wanted.append(n)
+        if not wanted or (self.read_only and not self.path.exists()):
+            return found
         try:
             with self._connect() as db:
-                row = db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
-            return None if row is None else json.loads(row[0])
+                for n in wanted:
+                    row = db.execute("SELECT value FROM responses WHERE key = ?",
+                                     (keys[n],)).fetchone()
+                    try:
+                        found[n] = None if row is None else json.loads(row[0])
+                    except ValueError:  # a value that is not JSON: recompute it
+                        found[n] = None
         except (sqlite3.DatabaseError, OSError) as error:
-            if self.read_only:
-                return None
-            self._recover(error)
-        except ValueError:  # a value that is not JSON: recompute it
-            pass
-        return None
+            if not self.read_only:
+                self._recover(error)
+        return found
 
     def put(self, key: str, value: Any) -> None:
-        text = json.dumps(value)
+        self.put_many([(key, value)])
+
+    def put_many(self, items: Sequence[tuple[str, Any]]) -> None:
+        """Store each (key, value) in one transaction: closing the last connection folds the
+        write-ahead log into the file, which costs ~15 ms here, once instead of once per value."""
+        rows = [(key, json.dumps(value)) for key, value in items]
         for _ in range(2):  # a damaged file is rebuilt once, then written again
-            if self.read_only:
+            if self.read_only or not rows:
                 break
             try:
                 with self._connect() as db:
-                    db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)",
-                               (key, text))
+                    db.execute("BEGIN")
+                    db.executemany("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)",
+                                   rows)
+                    db.execute("COMMIT")
                 return
             except (sqlite3.DatabaseError, OSError) as error:
                 self._recover(error)
-        self._memory[key] = text
+        self._memory.update(rows)
 
     def get_or_compute(self, parts: dict[str, Any], compute: Callable[[], Any]) -> Any:
         key = self.key(**parts)
@@ -199,7 +217,7 @@ class ResponseCache:
         called as `compute(missing, store)` and may `store(j, value)` each value as soon as it
         has it (the j-th missing prompt): what was stored stays stored if it then fails."""
         keys = [self.key(**parts, prompt=p) for p in prompts]
-        found = [self.get(k) for k in keys]
+        found = self.get_many(keys)
         missing = [i for i, value in enumerate(found) if value is None]
         self.hits += len(prompts) - len(missing)
         self.misses += len(missing)
@@ -214,9 +232,9 @@ class ResponseCache:
             fresh = list(compute(asked, store) if stream else compute(asked))
             if len(fresh) != len(missing):
                 raise LLMError(f"expected {len(missing)} values, got {len(fresh)}")
-            for j, (i, value) in enumerate(zip(missing, fresh)):
-                if j not in stored:
-                    self.put(keys[i], value)
+            self.put_many([(keys[i], value) for j, (i, value) in enumerate(zip(missing, fresh))
+                           if j not in stored])
+            for i, value in zip(missing, fresh):
                 found[i] = value
         return found
 
