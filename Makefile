@@ -49,8 +49,9 @@ book: install
 # with whole files as units, handed out in collection order (tests/conftest.py puts the book's
 # files first and last): tests/test_book.py (chapters 1-6, which build on each other) runs in
 # order on one, the unit tests on the other, which then runs tests/test_book_finish.py (chapters
-# 7-8 once chapter 5 is done, then the book build); one torch thread each in-process, the
-# notebooks' kernels share one cache (tests/conftest.py).
+# 7-8 once chapter 5 is done, then the book build; conftest's scheduler never queues it behind
+# the chain); one torch thread each in-process, the notebooks' kernels share one cache
+# (tests/conftest.py).
 test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 	$(MAKE) --no-print-directory check-book BOOK_HTML=$(QUICK_HTML)

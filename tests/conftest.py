@@ -79,6 +79,10 @@ def local_llm(session_cache: Path):
 # xdist, nothing waits for a chapter that is not in the session.
 
 
+#: The chapter chain's file, and the file that must not queue behind it (tests/test_book*.py).
+CHAIN, FINISH = "tests/test_book.py", "tests/test_book_finish.py"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run tests/test_book.py's chapters first and tests/test_book_finish.py last: with
     `--no-loadscope-reorder` (the Makefile), xdist hands out files in this order, so the chapter
@@ -86,9 +90,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     unit tests (the same order runs without xdist)."""
     def rank(item: pytest.Item) -> int:
         path = item.nodeid.split("::", 1)[0]
-        return {"tests/test_book.py": 0, "tests/test_book_finish.py": 2}.get(path, 1)
+        return {CHAIN: 0, FINISH: 2}.get(path, 1)
 
     items.sort(key=rank)  # stable: each file keeps its own order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """`--dist loadfile` (the Makefile's), except that the finishing file is never queued on the
+    worker whose chapter chain is still running. xdist hands a worker its next file once two of
+    its tests are left, so the chain's worker, with chapter 6's two tests to go, could take the
+    finishing file and run chapters 7-8 and the build only after chapter 6 (~110 s), not as
+    soon as the other worker is free (tests/test_scheduling.py)."""
+    if config.getoption("dist", None) != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class BookScheduling(LoadFileScheduling):
+        def _reschedule(self, node: object) -> None:  # node: xdist's WorkerController
+            chain = self.assigned_work.get(node, {}).get(CHAIN, {})
+            if self.workqueue and next(iter(self.workqueue)) == FINISH and \
+                    not all(chain.values()):
+                return  # the other worker takes it when it asks
+            super()._reschedule(node)
+
+    return BookScheduling(config, log)
 
 
 #: Where the QUICK book is staged, executed and built (`make test` checks it in Chromium after).

@@ -319,7 +319,7 @@ def test_rar_rows_sharing_a_judge_are_scored_once_per_set(corpus, tmp_path, monk
     fewer = cases[:0]
 
     def run(name: str, chosen: object, pool: list[int] | None, conversations=cases):
-        return harness._Run(name, name, 0, conversations, chosen,
+        return harness._Run(name, 0, conversations, chosen,
                             None if pool is None else [pool], 0.5)
 
     runs = [run("rar-sft", judge, ids[:3]), run("rar-loop", judge, ids[2:5]),

@@ -427,6 +427,13 @@ def test_answers_are_read_and_written_in_batches(tmp_path: Path,
         [llm.ResponseCache.key(m=1, prompt=p) for p in ("p1", "p4")]) == [2, 9]
 
 
+def test_reading_more_keys_than_one_query_takes(tmp_path: Path) -> None:
+    llm.ResponseCache(tmp_path / "m.sqlite").put_many([(f"k{n}", n) for n in range(1200)])
+    asked = [f"k{n}" for n in range(1199, -1, -1)] + ["k7", "absent", "k1199"]
+    assert llm.ResponseCache(tmp_path / "m.sqlite").get_many(asked) == \
+        list(range(1199, -1, -1)) + [7, None, 1199]
+
+
 def test_truncated_cache_is_rebuilt(tmp_path: Path) -> None:
     path = tmp_path / "d.sqlite"
     responses = llm.ResponseCache(path)

@@ -69,6 +69,10 @@ class Backend(Protocol):
 
 # --- response cache --------------------------------------------------------------------------
 
+#: Keys per `IN (...)` query: below SQLite's oldest limit on a statement's variables (999).
+_SQL_VARIABLES = 500
+
+
 class ResponseCache:
     """Disk cache of LLM responses: `get_or_compute(key_parts, compute)`.
 
@@ -153,7 +157,7 @@ class ResponseCache:
         return self.get_many([key])[0]
 
     def get_many(self, keys: Sequence[str]) -> list[Any | None]:
-        """`get` of each key, read over one connection."""
+        """`get` of each key, read over one connection in one query per 500 keys."""
         found: list[Any | None] = [None] * len(keys)
         wanted = []
         for n, key in enumerate(keys):
@@ -164,14 +168,19 @@ class ResponseCache:
         if not wanted or (self.read_only and not self.path.exists()):
             return found
         try:
+            rows: dict[str, str] = {}
             with self._connect() as db:
-                for n in wanted:
-                    row = db.execute("SELECT value FROM responses WHERE key = ?",
-                                     (keys[n],)).fetchone()
-                    try:
-                        found[n] = None if row is None else json.loads(row[0])
-                    except ValueError:  # a value that is not JSON: recompute it
-                        found[n] = None
+                for start in range(0, len(wanted), _SQL_VARIABLES):  # SQLite's variable limit
+                    part = wanted[start:start + _SQL_VARIABLES]
+                    chunk = list(dict.fromkeys(keys[n] for n in part))
+                    marks = ",".join("?" * len(chunk))
+                    rows.update(db.execute(f"SELECT key, value FROM responses "
+                                           f"WHERE key IN ({marks})", chunk).fetchall())
+            for n in wanted:
+                try:
+                    found[n] = json.loads(rows[keys[n]]) if keys[n] in rows else None
+                except ValueError:  # a value that is not JSON: recompute it
+                    found[n] = None
         except (sqlite3.DatabaseError, OSError) as error:
             if not self.read_only:
                 self._recover(error)

@@ -550,7 +550,6 @@ def _reranker_for(system: str, data: ConversationSet, reranker: object,
 class _Run:
     """One system's run on one set, retrieved and not yet reranked."""
 
-    system: str
     name: str  # its row's display name
     seed: int
     conversations: list[Conversation]
@@ -564,15 +563,19 @@ def _retrieved(system: str, name: str, seed: int, data: ConversationSet, seeded:
     """`system`'s run on `data` with its candidates retrieved."""
     began = time.perf_counter()
     if system == "llm":
-        return _Run(system, name, seed, data.conversations, chosen, None, 0.0)
+        return _Run(name, seed, data.conversations, chosen, None, 0.0)
     conversations = (data.conversations[: config.n_generate] if system == "rar-generate"
                      else data.conversations)
     served = _retriever(system, data, seeded, popular)
     with warnings.catch_warnings():  # real data: many mentioned movies are not in the vocab
         warnings.simplefilter("ignore", UserWarning)
         candidates = pipeline.retrieve(served, conversations, config.k)
-    return _Run(system, name, seed, conversations, chosen, candidates,
+    return _Run(name, seed, conversations, chosen, candidates,
                 time.perf_counter() - began)
+
+
+#: The timing row of the LLM scoring shared by the RAR rows (`_prescore`).
+SHARED_SCORING = "(RAR rows' candidates, scored once)"
 
 
 def _prescore(runs: list[_Run], dataset: str, progress: bool) -> list[dict]:
@@ -597,10 +600,6 @@ def _prescore(runs: list[_Run], dataset: str, progress: bool) -> list[dict]:
                            "conversations": scored,
                            "s / conversation": (time.perf_counter() - began) / scored})
     return timing
-
-
-#: The timing row of the LLM scoring shared by the RAR rows (`_prescore`).
-SHARED_SCORING = "(RAR rows' candidates, scored once)"
 
 
 def _reranked(run: _Run, data: ConversationSet, progress: bool
