@@ -453,3 +453,32 @@ def test_pointwise_reads_the_card_it_was_tuned_on(backend, corpus, items) -> Non
     assert [e.label for e in examples] == [1, 0, 0]
     texts = brief.prompt_texts(asked, list(items[:4]))
     assert all(any(e.movie in t for t in texts) for e in examples)
+
+
+def test_constrained_picks_equal_greedy_decoding_without_a_cache(corpus, items) -> None:
+    """Each pick, decoded on one growing key/value cache, is the candidate a greedy reader of
+    the same tokens, re-encoded whole at every step, picks (fp32: no rounding by batch shape)."""
+    exact = llm_local.TransformersBackend(dtype="float32")
+    ranker = rerank.ConstrainedReranker(exact, corpus, n=2)
+    asked, pool = conversation("A heist movie like Heat, please."), items[:4]
+    picked = ranker.rank(asked, pool).listed
+    tokenizer = exact.tokenizer
+    titles = {c: tokenizer.encode(ranker.titles[c], add_special_tokens=False) for c in pool}
+    ids = tokenizer(ranker.backend.chat_prompt(prompts.listwise_prompt(
+        asked, [ranker.texts[c] for c in pool], generation=True, n=2)) + "1. ",
+        add_special_tokens=False)["input_ids"]
+    for rank, choice in enumerate(picked):
+        if rank:
+            ids += tokenizer.encode(f"\n{rank + 1}. ", add_special_tokens=False)
+        alive, written = [c for c in titles], []
+        while not any(len(titles[c]) == len(written) for c in alive):
+            with torch.no_grad():
+                logits = exact.lm(input_ids=torch.tensor([ids])).logits[0, -1]
+            allowed = sorted({titles[c][len(written)] for c in alive})
+            token = allowed[int(logits[allowed].argmax())]
+            written.append(token)
+            ids.append(token)
+            alive = [c for c in alive if titles[c][:len(written)] == written]
+        assert choice == next(c for c in alive if len(titles[c]) == len(written))
+        del titles[choice]
+    assert len(picked) == 2

@@ -34,6 +34,7 @@ import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -521,43 +522,50 @@ class ConstrainedReranker(_LLMReranker):
         def compute() -> list:
             return self._decode(prompt, candidates)
 
-        picked = [int(c) for c in self._cached("constrained", [prompt], compute)]
+        # ("constrained/kv": the cache key of this decoding, which feeds the tokens it wrote back
+        # as they are, not the text re-tokenized as the first version did)
+        picked = [int(c) for c in self._cached("constrained/kv", [prompt], compute)]
         items = picked + [c for c in candidates if c not in picked]
         return Ranking(items, None, None, "\n".join(f"{k + 1}. {self.titles[c]}"
                                                     for k, c in enumerate(picked)), picked)
 
     def _decode(self, prompt: str, candidates: list[int]) -> list[int]:
+        """The picks, decoded greedily through the prefix tree. The prompt is encoded once: each
+        token written (a title's, then the next line's "\n2. ") extends the same key/value cache,
+        so a pick costs its own tokens, not the whole prompt again."""
+        tokenizer = self.backend.tokenizer
+        remaining = {c: tokenizer.encode(f"{self.titles[c]}", add_special_tokens=False)
+                     for c in candidates}
+        picked: list[int] = []
+        feed = tokenizer(prompt + "1. ", add_special_tokens=False)["input_ids"]
+        past = None
+        for rank in range(min(self.n, len(candidates))):
+            if rank:
+                feed = tokenizer.encode(f"\n{rank + 1}. ", add_special_tokens=False)
+            past, logits = self._step(feed, past)
+            prefix: list[int] = []
+            while True:
+                alive = [c for c, seq in remaining.items() if seq[:len(prefix)] == prefix]
+                done = [c for c in alive if len(remaining[c]) == len(prefix)]
+                if done:
+                    choice = done[0]
+                    break
+                allowed = sorted({remaining[c][len(prefix)] for c in alive})
+                token = allowed[int(logits[allowed].argmax())]
+                prefix.append(token)
+                past, logits = self._step([token], past)
+            picked.append(choice)
+            del remaining[choice]
+        return picked
+
+    def _step(self, ids: list[int], past: object | None) -> tuple[object, Any]:
+        """Feed `ids` after the cache `past`: (the extended cache, the next token's logits)."""
         import torch
 
-        tokenizer, lm = self.backend.tokenizer, self.backend.lm
-        sequences = {c: tokenizer.encode(f"{self.titles[c]}", add_special_tokens=False)
-                     for c in candidates}
-        remaining = dict(sequences)
-        text = prompt
-        picked: list[int] = []
         with torch.no_grad():
-            for rank in range(min(self.n, len(candidates))):
-                text += f"{rank + 1}. "
-                ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
-                out = lm(input_ids=ids.to(self.backend.device), use_cache=True)
-                past, logits = out.cache, out.logits[0, -1].float()
-                prefix: list[int] = []
-                while True:
-                    alive = [c for c, seq in remaining.items() if seq[:len(prefix)] == prefix]
-                    done = [c for c in alive if len(remaining[c]) == len(prefix)]
-                    if done:
-                        choice = done[0]
-                        break
-                    allowed = sorted({remaining[c][len(prefix)] for c in alive})
-                    token = allowed[int(torch.argmax(logits[allowed]))]
-                    prefix.append(token)
-                    out = lm(input_ids=torch.tensor([[token]], device=self.backend.device),
-                             cache=past, use_cache=True)
-                    past, logits = out.cache, out.logits[0, -1].float()
-                picked.append(choice)
-                del remaining[choice]
-                text += tokenizer.decode(prefix) + "\n"
-        return picked
+            out = self.backend.lm(input_ids=torch.tensor([ids], device=self.backend.device),
+                                  cache=past, use_cache=True, logits_to_keep=1)
+        return out.cache, out.logits[0, -1].float()
 
 
 def rank_all(reranker: object, conversations: Sequence[Conversation],
