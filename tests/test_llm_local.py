@@ -98,6 +98,22 @@ def test_pointwise_scores_each_candidate(backend, corpus, items) -> None:
     assert ranking.scores == sorted(ranking.scores, reverse=True)
 
 
+def test_margins_are_whole_prompt_logits_read_from_the_cache_after(
+        backend, corpus, items, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ranker = rerank.PointwiseReranker(backend, corpus,
+                                      response_cache=llm.ResponseCache(tmp_path / "m.sqlite"))
+    texts = ranker.prompt_texts(conversation(), items[:3])
+    logits = backend.last_logits(texts, tokens=(ranker.yes, ranker.no))
+    first = ranker.margins(texts)
+    assert np.allclose(first, (logits[:, 0] - logits[:, 1]).numpy(), atol=1e-5)
+
+    def no_model(*_: object, **__: object) -> None:
+        raise AssertionError("cached margins should not run the model")
+
+    monkeypatch.setattr(backend, "last_logits", no_model)
+    assert np.array_equal(ranker.margins(texts[::-1]), first[::-1])
+
+
 def test_constrained_generation_only_writes_candidates(backend, corpus, items) -> None:
     ranker = rerank.ConstrainedReranker(backend, corpus, n=3)
     for text in ("Something scary please.", "A romantic classic.", "Surprise me!"):

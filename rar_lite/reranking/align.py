@@ -357,7 +357,6 @@ def align_dpo(pairs: list[dict], sft_adapter: Path, config: AlignConfig,
 
 
 def margins(reranker: PointwiseReranker, pairs: list[dict]) -> np.ndarray:
-    """The reranker's logit(yes) − logit(no) on each pair's prompt (for before/after plots)."""
-    backend = reranker.backend
-    logits = backend.last_logits([p["prompt"] for p in pairs], tokens=(reranker.yes, reranker.no))
-    return (logits[:, 0] - logits[:, 1]).numpy()
+    """The reranker's logit(yes) − logit(no) on each pair's prompt (for before/after plots;
+    `PointwiseReranker.margins`: cached)."""
+    return reranker.margins([p["prompt"] for p in pairs])

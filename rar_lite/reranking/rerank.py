@@ -361,6 +361,16 @@ class PointwiseReranker(_LLMReranker):
         return _by_scores(candidates, np.array(self._each("pointwise", texts, compute),
                                                dtype=float))
 
+    def margins(self, texts: list[str]) -> np.ndarray:
+        """logit(yes) - logit(no) after each of `texts` (prompts as `prompt_texts` writes them),
+        each encoded whole, through the response cache (chapter 7 reads them before and after
+        DPO, on every run of the book)."""
+        def compute(batch: list[str]) -> list[float]:
+            logits = self.backend.last_logits(batch, tokens=(self.yes, self.no))
+            return (logits[:, 0] - logits[:, 1]).tolist()
+
+        return np.array(self._each("margin", texts, compute), dtype=float)
+
     def rank_sets(self, conversation: Conversation,
                   sets: Sequence[Sequence[int]]) -> list[Ranking]:
         """Rank several candidate sets of one conversation, scoring their union once (each
