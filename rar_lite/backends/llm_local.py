@@ -337,6 +337,17 @@ class TransformersBackend:
         return self.lm(**{k: v.to(self.device) for k, v in batch.items()}, cache=past,
                        output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
 
+    def extend(self, ids: Sequence[int], cache: Any | None = None) -> tuple[Any, Any]:
+        """Feed token `ids` after the key/value `cache` (None: from the start): (the extended
+        cache, fp32 logits of the next token). Decoding one token at a time reuses the cache
+        instead of encoding the text again (`rerank.ConstrainedReranker`)."""
+        import torch
+
+        with torch.no_grad():
+            out = self.lm(input_ids=torch.tensor([list(ids)], device=self.device), cache=cache,
+                          use_cache=True, logits_to_keep=1)
+        return out.cache, out.logits[0, -1].float()
+
     def prefix_last_logits(self, prefix: str, suffixes: Sequence[str],
                            batch_size: int = 20, tokens: Sequence[int] | None = None) -> Any:
         """`last_logits([prefix + s for s in suffixes])`, with the shared prefix encoded once and

@@ -34,7 +34,6 @@ import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -552,7 +551,7 @@ class ConstrainedReranker(_LLMReranker):
         for rank in range(min(self.n, len(candidates))):
             if rank:
                 feed = tokenizer.encode(f"\n{rank + 1}. ", add_special_tokens=False)
-            past, logits = self._step(feed, past)
+            past, logits = self.backend.extend(feed, past)
             prefix: list[int] = []
             while True:
                 alive = [c for c, seq in remaining.items() if seq[:len(prefix)] == prefix]
@@ -563,19 +562,10 @@ class ConstrainedReranker(_LLMReranker):
                 allowed = sorted({remaining[c][len(prefix)] for c in alive})
                 token = allowed[int(logits[allowed].argmax())]
                 prefix.append(token)
-                past, logits = self._step([token], past)
+                past, logits = self.backend.extend([token], past)
             picked.append(choice)
             del remaining[choice]
         return picked
-
-    def _step(self, ids: list[int], past: object | None) -> tuple[object, Any]:
-        """Feed `ids` after the cache `past`: (the extended cache, the next token's logits)."""
-        import torch
-
-        with torch.no_grad():
-            out = self.backend.lm(input_ids=torch.tensor([ids], device=self.backend.device),
-                                  cache=past, use_cache=True, logits_to_keep=1)
-        return out.cache, out.logits[0, -1].float()
 
 
 def rank_all(reranker: object, conversations: Sequence[Conversation],
